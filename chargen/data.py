@@ -1,0 +1,245 @@
+"""Corpus reading, token caching and truncated-BPTT batches.
+
+The corpus is read as a stream of text chunks, encoded once into a flat token file (the smallest
+unsigned dtype that holds the vocabulary) and memory-mapped from then on, so even a corpus of
+gigabytes never lives in memory as Python objects. The cache is keyed by the files' identity and
+the tokenizer settings and shared by every run in the same checkpoints folder.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import ChargenError
+from .tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+
+READ_BLOCK_BYTES = 8 << 20
+DOCUMENT_SEPARATOR = "\n\n"  # between files, so documents do not run into each other
+CACHE_FORMAT = 1
+
+
+def find_text_files(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand the user's corpus arguments (files and directories) into a sorted file list."""
+    if not paths:
+        raise ChargenError("no corpus given: pass one or more text files or directories")
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and _looks_like_text(p)
+            )
+            if not found:
+                raise ChargenError(f"{path}: directory has no text files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif path.exists():
+            raise ChargenError(f"{path}: not a regular file or directory")
+        else:
+            raise ChargenError(f"{path}: no such file or directory")
+    for path in files:
+        if not os.access(path, os.R_OK):
+            raise ChargenError(f"{path}: permission denied (cannot read the file)")
+    return files
+
+
+def _looks_like_text(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"\x00" not in f.read(8192)
+    except OSError:
+        return True  # let the reader report the real error
+
+
+def iter_text(files: list[Path], encoding: str = "utf-8") -> Iterator[str]:
+    """Yield the corpus as text chunks, files joined by a blank line.
+
+    Invalid bytes raise a ChargenError naming the file and the byte offset. Line endings are kept
+    exactly as they are (CRLF stays CRLF) so the model learns the text as written.
+    """
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ChargenError(f"--encoding {encoding!r}: unknown text encoding (try utf-8, latin-1, cp1252, utf-16)") from None
+    for index, path in enumerate(files):
+        if index:
+            yield DOCUMENT_SEPARATOR
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+        offset = 0
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    block = f.read(READ_BLOCK_BYTES)
+                    nul = block.find(b"\x00") if offset == 0 and _is_utf8(encoding) else -1
+                    if nul >= 0:
+                        raise ChargenError(
+                            f"{path}: looks like a binary file (NUL byte at offset {nul}); "
+                            "pass text files, or --encoding if it is UTF-16/32 text")
+                    pending = len(decoder.getstate()[0])  # bytes held from the previous block
+                    try:
+                        text = decoder.decode(block, final=not block)
+                    except UnicodeDecodeError as exc:
+                        raise ChargenError(
+                            f"{path}: invalid {encoding} at byte offset {offset - pending + exc.start}; "
+                            f"pass --encoding (e.g. --encoding latin-1) if the file uses another encoding"
+                        ) from None
+                    if text:
+                        yield text
+                    if not block:
+                        break
+                    offset += len(block)
+        except OSError as exc:
+            raise ChargenError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name == "utf-8"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """Smallest unsigned dtype that holds every id."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise ChargenError(f"vocabulary of {vocab_size} ids is too large")
+
+
+@dataclass
+class Corpus:
+    """An encoded corpus: memory-mapped tokens plus the tokenizer that made them."""
+
+    tokens: np.ndarray
+    tokenizer: Tokenizer
+    files: list[Path]
+    cache_path: Path | None = None
+
+    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+        """Contiguous train/val split: the last ``val_frac`` of tokens is validation.
+
+        ``int(n * (1 - val_frac))`` reproduces nanoGPT's shakespeare_char split for the char
+        tokenizer, so validation losses compare with published figures.
+        """
+        cut = int(len(self.tokens) * (1 - val_frac))
+        return self.tokens[:cut], self.tokens[cut:]
+
+
+def _cache_key(files: list[Path], settings: dict) -> str:
+    identity = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    blob = json.dumps({"files": identity, "settings": settings, "format": CACHE_FORMAT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def load_corpus(paths: list[str | os.PathLike], *, tokenizer: Tokenizer | None = None,
+                tokenizer_kind: str = "char", vocab_size: int | None = None,
+                normalize: str | None = None, encoding: str = "utf-8",
+                cache_dir: str | os.PathLike | None = None) -> Corpus:
+    """Read, tokenize and cache a corpus.
+
+    With ``tokenizer`` given (fine-tuning, resuming) the text is encoded with it; otherwise a
+    tokenizer of ``tokenizer_kind`` is trained on the corpus. With ``cache_dir`` the encoded tokens
+    are stored there and reused on the next call with the same files and settings.
+    """
+    files = find_text_files(paths)
+    if tokenizer is not None:
+        settings = {"tokenizer": tokenizer.to_dict()}
+    else:
+        settings = {"kind": tokenizer_kind, "vocab_size": vocab_size, "normalize": normalize}
+    settings["encoding"] = encoding.lower()
+
+    cache_path = meta_path = None
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        key = _cache_key(files, settings)
+        cache_path, meta_path = cache_dir / f"{key}.tokens", cache_dir / f"{key}.json"
+        cached = _read_cache(cache_path, meta_path)
+        if cached is not None:
+            tokens, tok = cached
+            return Corpus(tokens, tok, files, cache_path)
+
+    if tokenizer is None:
+        tokenizer = train_tokenizer(tokenizer_kind, iter_text(files, encoding), vocab_size, normalize)
+    dtype = token_dtype(tokenizer.vocab_size)
+
+    if cache_path is None:
+        parts = [tokenizer.encode(chunk).astype(dtype) for chunk in iter_text(files, encoding)]
+        tokens = np.concatenate(parts) if parts else np.zeros(0, dtype)
+    else:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in iter_text(files, encoding):
+                    out.write(tokenizer.encode(chunk).astype(dtype).tobytes())
+            meta = {"format": CACHE_FORMAT, "dtype": dtype.name, "tokenizer": tokenizer.to_dict(),
+                    "count": tmp.stat().st_size // dtype.itemsize}
+            os.replace(tmp, cache_path)
+            meta_path.write_text(json.dumps(meta))
+        finally:
+            tmp.unlink(missing_ok=True)
+        tokens, tokenizer = _read_cache(cache_path, meta_path)
+    if len(tokens) == 0:
+        raise ChargenError(f"{files[0] if len(files) == 1 else 'the corpus'}: is empty, nothing to train on")
+    return Corpus(tokens, tokenizer, files, cache_path)
+
+
+def _read_cache(cache_path: Path, meta_path: Path):
+    """The cached tokens and tokenizer, or None when the cache is missing or unusable."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        dtype = np.dtype(meta["dtype"])
+        if meta["format"] != CACHE_FORMAT or cache_path.stat().st_size != meta["count"] * dtype.itemsize:
+            return None
+        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+        if meta["count"] == 0:
+            return np.zeros(0, dtype), tokenizer
+        return np.memmap(cache_path, dtype=dtype, mode="r"), tokenizer
+    except (OSError, ValueError, KeyError, TypeError, ChargenError):
+        return None
+
+
+class StreamBatches:
+    """Truncated-BPTT batches over ``batch_size`` parallel, contiguous streams.
+
+    The tokens are cut into ``batch_size`` equal streams; batch ``k`` holds tokens
+    ``[k*seq_len, (k+1)*seq_len)`` of every stream (targets shifted by one). So row ``r`` of batch
+    ``k+1`` continues row ``r`` of batch ``k``, and a model that carries its recurrent state from
+    one batch to the next sees context far longer than ``seq_len``. Batch index 0 starts an epoch:
+    that is the only place the carried state must be reset.
+
+    ``streams`` selects which of the streams this process sees (for data-parallel training).
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int,
+                 streams: range | None = None, what: str = "the training split"):
+        self.tokens, self.seq_len = tokens, seq_len
+        stream_len = len(tokens) // batch_size
+        if stream_len < seq_len + 1:
+            raise ChargenError(
+                f"{what} has {len(tokens):,} tokens, fewer than one batch needs "
+                f"(batch size {batch_size} x (seq len {seq_len} + 1)); use a bigger corpus or "
+                f"lower --batch-size / --seq-len")
+        self.steps_per_epoch = (stream_len - 1) // seq_len
+        streams = streams if streams is not None else range(batch_size)
+        self._offsets = (np.asarray(streams, dtype=np.int64)[:, None] * stream_len
+                         + np.arange(seq_len + 1, dtype=np.int64)[None, :])
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of batch ``index`` (taken modulo the epoch), each ``[B, seq_len]``."""
+        index %= self.steps_per_epoch
+        window = torch.from_numpy(self.tokens[self._offsets + index * self.seq_len].astype(np.int64))
+        return window[:, :-1], window[:, 1:]

@@ -1,0 +1,17 @@
+"""The one exception type that means "the user gave us something we cannot use"."""
+
+
+class ChargenError(Exception):
+    """A problem with the user's input (file, option, checkpoint), not a bug in chargen.
+
+    The CLI prints the message as one line and exits with code 2; the message should name
+    the file or option at fault and say what to do about it.
+    """
+
+
+def describe_chars(chars) -> str:
+    """Readable list of characters for error messages: repr plus code point, capped at 10."""
+    chars = sorted(set(chars))
+    shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:10])
+    more = f" and {len(chars) - 10} more" if len(chars) > 10 else ""
+    return shown + more
