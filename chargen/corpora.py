@@ -59,12 +59,10 @@ def build_corpus(name: str, out: str | Path, max_bytes: int = 4 << 20) -> Path:
         texts = [source] if name == "stdlib" else _docstrings(source)
         for text in texts:
             chunk = text.strip("\n") + "\n\n"
-            size += len(chunk.encode("utf-8"))
-            if size > max_bytes:
-                break
-            pieces.append(chunk)
-        if size > max_bytes:
-            break
+            chunk_size = len(chunk.encode("utf-8"))
+            if size + chunk_size <= max_bytes:  # a piece that does not fit is skipped, not cut
+                pieces.append(chunk)
+                size += chunk_size
     if not pieces:
         raise ChargenError("could not find the Python standard library's source files on this machine")
     out = Path(out)

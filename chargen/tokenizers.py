@@ -169,7 +169,7 @@ class SentencePieceTokenizer:
                 max_sentence_length=1 << 16,
                 input_sentence_size=2_000_000,
                 shuffle_input_sentence=True,
-                train_extremely_large_corpus=False,
+                hard_vocab_limit=False,  # a small corpus gets fewer pieces, not an error
                 minloglevel=2,
             )
         except RuntimeError as exc:

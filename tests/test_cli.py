@@ -1,0 +1,115 @@
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import make_text
+
+TINY = ["--layers", "1", "--hidden", "32", "--seq-len", "16", "--batch-size", "8", "--eval-every", "20",
+        "--seed", "0", "--device", "cpu", "--precision", "fp32", "--warmup-steps", "5", "--plain"]
+
+
+def test_train_sample_eval_info_end_to_end(tmp_path, cli):
+    corpus, heldout = tmp_path / "corpus.txt", tmp_path / "heldout.txt"
+    corpus.write_text(make_text(400, seed=1))
+    heldout.write_text(make_text(40, seed=2))
+    run = tmp_path / "run"
+
+    code, out, err = cli("train", corpus, "--out", run, "--max-steps", "40", *TINY)
+    assert code == 0, err
+    assert "eval step 40" in out and "sample:" in out and f"checkpoints in {run}" in out
+    assert (run / "best.safetensors").is_file() and (run / "last.safetensors").is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) >= 4
+
+    code, out, err = cli("sample", run, "--prime", "the ", "--length", "50", "--seed", "3")
+    assert code == 0, err
+    assert out.startswith("the ") and len(out) == 4 + 50 + 1
+    assert cli("sample", run / "best.safetensors", "--prime", "the ", "--length", "50", "--seed", "3")[1] == out
+
+    code, out, err = cli("sample", run, "--length", "20", "--num-samples", "3", "--seed", "1")
+    assert code == 0 and out.count("--- sample") == 3
+
+    code, out, err = cli("eval", run, heldout, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result) == {"nats_per_char", "bits_per_char", "perplexity", "tokens", "chars"}
+    assert result["bits_per_char"] == pytest.approx(result["nats_per_char"] / math.log(2))
+    assert result["perplexity"] == pytest.approx(math.exp(result["nats_per_char"]))
+    assert 0 < result["nats_per_char"] < math.log(30)  # better than uniform over the vocabulary
+    assert "bits/char" in cli("eval", run, heldout)[1]
+
+    code, out, err = cli("info", run, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["steps"] == 40 and info["model"]["hidden"] == 32 and info["tokenizer"] == "char"
+    assert info["vocab_size"] == len(info["vocab"]) and info["best_val_loss"] > 0
+    code, out, _ = cli("info", run)
+    assert "parameters" in out and "best val loss" in out
+
+
+def test_sentencepiece_run_reports_loss_per_char(tmp_path, cli):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(600, seed=3))
+    run = tmp_path / "sp"
+    code, out, err = cli("train", corpus, "--out", run, "--max-steps", "20", "--tokenizer", "sentencepiece",
+                         "--vocab-size", "300", *TINY)
+    assert code == 0, err
+    code, out, err = cli("eval", run, corpus, "--json")
+    result = json.loads(out)
+    assert result["chars"] == len(corpus.read_text()) - 1 or result["chars"] > result["tokens"]
+    assert result["tokens"] < result["chars"]  # subwords: fewer tokens than chars
+    code, out, err = cli("sample", run, "--prime", "the", "--length", "10", "--seed", "0")
+    assert code == 0 and out.startswith("the")
+
+
+def test_byte_tokenizer_trains_on_any_script(tmp_path, cli):
+    corpus = tmp_path / "mixed.txt"
+    corpus.write_text(("नमस्ते दुनिया سلام دنیا ಕನ್ನಡ 😀\n" * 200))
+    run = tmp_path / "bytes"
+    code, _, err = cli("train", corpus, "--out", run, "--max-steps", "10", "--tokenizer", "byte", *TINY)
+    assert code == 0, err
+    code, out, err = cli("sample", run, "--prime", "सलाम ✓", "--length", "30", "--seed", "0")
+    assert code == 0 and out.startswith("सलाम ✓")
+
+
+def test_refuses_to_overwrite_an_existing_run(tiny_run, tiny_corpus, cli):
+    before = (tiny_run / "best.safetensors").read_bytes()
+    code, _, err = cli("train", tiny_corpus, "--out", tiny_run, "--max-steps", "5", *TINY)
+    assert code == 2 and "already holds a training run" in err and "--resume" in err
+    assert (tiny_run / "best.safetensors").read_bytes() == before
+
+
+def test_every_command_documents_its_options_with_defaults(cli, capsys):
+    for command, expected in [("train", ["--max-time", "--seq-len", "(default: 128)", "--tokenizer", "--init-from"]),
+                              ("sample", ["--temp", "(default: 0.8)", "--top-p", "--beam", "--num-samples"]),
+                              ("eval", ["--json", "--encoding"]), ("info", ["--json"])]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli(command, "--help")
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for word in expected:
+            assert word in text, (command, word)
+
+
+def test_python_dash_m_chargen_is_the_same_cli():
+    result = subprocess.run([sys.executable, "-m", "chargen", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "train" in result.stdout and "sample" in result.stdout and "repl" in result.stdout
+
+
+def test_max_time_accepts_durations(tiny_corpus, tmp_path, cli):
+    from chargen.cli import parse_duration
+    assert parse_duration("90s") == 90 and parse_duration("5m") == 300 and parse_duration("2h") == 7200
+    assert parse_duration("1h30m") == 5400 and parse_duration("45") == 45
+    code, out, err = cli("train", tiny_corpus, "--out", tmp_path / "t", "--max-time", "1s", *TINY)
+    assert code == 0, err and "done:" in out
+
+
+def test_builtin_corpus_needs_no_download(tmp_path, cli):
+    out_file = tmp_path / "stdlib.txt"
+    code, out, err = cli("corpus", "stdlib", "--out", out_file, "--max-mb", "0.2")
+    assert code == 0, err
+    text = out_file.read_text()
+    assert 150_000 < len(text.encode()) <= 0.2 * (1 << 20) and "def " in text and "import " in text

@@ -1,0 +1,129 @@
+import math
+
+import pytest
+import torch
+
+import chargen
+from chargen.checkpoint import load_checkpoint, save_checkpoint
+from chargen.model import CELLS, CharLM, ModelConfig
+from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
+from chargen.train import StepDone, TrainConfig, Trainer
+
+from .conftest import TINY_OPTIONS, make_text
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_feeding_in_pieces_equals_feeding_at_once(cell):
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=11, cell=cell, layers=2, hidden=16)).eval()
+    tokens = torch.randint(11, (3, 40))
+    whole, _ = model(tokens)
+    state, parts = None, []
+    for piece in tokens.split(7, dim=1):
+        logits, state = model(piece, state)
+        parts.append(logits)
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole)
+
+
+def test_weights_are_tied():
+    model = CharLM(ModelConfig(vocab_size=7, hidden=8))
+    assert model.head.weight is model.embed.weight
+    untied = CharLM(ModelConfig(vocab_size=7, hidden=8, tie_weights=False))
+    assert untied.head.weight is not untied.embed.weight
+    assert untied.num_parameters() == model.num_parameters() + 7 * 8
+
+
+def test_gradient_clipping_caps_the_norm(tiny_corpus, tmp_path):
+    config = TrainConfig(**{**TINY_OPTIONS, "max_steps": 5, "grad_clip": 0.05, "lr": 0.5, "warmup_steps": 0},
+                         out=str(tmp_path / "run"))
+    reported, applied = [], []
+    trainer = Trainer(config, [str(tiny_corpus)], on_event=lambda e: isinstance(e, StepDone) and reported.append(e.grad_norm))
+    original_step = trainer.optimizer.step
+
+    def step_and_measure(*args, **kwargs):
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        applied.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+        return original_step(*args, **kwargs)
+
+    trainer.optimizer.step = step_and_measure
+    trainer.run()
+    assert len(applied) == 5
+    assert all(norm <= 0.05 * 1.0001 for norm in applied)
+    assert all(norm > 0.05 for norm in reported)  # the log shows the norm before clipping
+
+
+def test_tiny_model_overfits_tiny_corpus(tmp_path):
+    path = tmp_path / "abc.txt"
+    path.write_text("abcdefghij" * 400)
+    result = chargen.train(str(path), out=str(tmp_path / "run"), layers=1, hidden=32, seq_len=20,
+                           batch_size=8, max_steps=150, eval_every=150, lr=1e-2, dropout=0.0,
+                           warmup_steps=10, preview_length=0, precision="fp32", device="cpu")
+    assert result.best_val_loss < 0.05  # a deterministic sequence: near-zero loss
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path, cell):
+    torch.manual_seed(1)
+    tokenizer = CharTokenizer.train(["hello world"])
+    model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, layers=2, hidden=12)).eval()
+    save_checkpoint(tmp_path / "m.safetensors", model, tokenizer, {"step": 3})
+    loaded = load_checkpoint(tmp_path / "m.safetensors")
+    tokens = torch.randint(tokenizer.vocab_size, (2, 25))
+    torch.testing.assert_close(loaded.model(tokens)[0], model(tokens)[0], rtol=0, atol=0)
+    assert loaded.summary == {"step": 3}
+    assert loaded.tokenizer.chars == tokenizer.chars
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.safetensors"]  # no temp files left behind
+
+
+def test_sentencepiece_tokenizer_travels_inside_the_checkpoint(tmp_path):
+    tokenizer = SentencePieceTokenizer.train([make_text(300)], vocab_size=320)
+    model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, hidden=8, layers=1))
+    save_checkpoint(tmp_path / "sp.safetensors", model, tokenizer, {})
+    loaded = load_checkpoint(tmp_path / "sp.safetensors")
+    text = "the lazy fox"
+    assert loaded.tokenizer.decode(loaded.tokenizer.encode(text)) == text
+    assert list(loaded.tokenizer.encode(text)) == list(tokenizer.encode(text))
+
+
+def test_fine_tuning_rejects_new_characters_unless_extended(tiny_run, tmp_path):
+    new = tmp_path / "new.txt"
+    new.write_text(make_text(300, seed=5) + "ÆØÅ\n")
+    with pytest.raises(chargen.errors.ChargenError, match=r"never saw: .*'Æ'.*--extend-vocab"):
+        chargen.train(str(new), init_from=str(tiny_run), out=str(tmp_path / "ft"), **TINY_OPTIONS)
+    old = load_checkpoint(tiny_run)
+    result = chargen.train(str(new), init_from=str(tiny_run), extend_vocab=True, out=str(tmp_path / "ft"),
+                           **{**TINY_OPTIONS, "max_steps": 10, "eval_every": 10})
+    tuned = load_checkpoint(result.run_dir)
+    assert tuned.tokenizer.chars[:old.tokenizer.vocab_size] == old.tokenizer.chars  # old ids keep their meaning
+    assert {"Æ", "Ø", "Å"} <= set(tuned.tokenizer.chars)
+    assert tuned.config.vocab_size == len(tuned.tokenizer.chars)
+
+
+def test_fine_tuning_starts_from_the_checkpoint_weights(tiny_run, tmp_path):
+    corpus = tmp_path / "same.txt"
+    corpus.write_text(make_text(200, seed=9))
+    before = load_checkpoint(tiny_run)
+    trainer = Trainer(TrainConfig(**{**TINY_OPTIONS, "max_steps": 1}, init_from=str(tiny_run),
+                                  out=str(tmp_path / "ft")), [str(corpus)])
+    torch.testing.assert_close(trainer.model.rnn.weight_hh_l0, before.model.rnn.weight_hh_l0)
+    assert trainer.optimizer.state_dict()["state"] == {}  # a fresh optimizer
+
+
+def test_lr_schedule_warms_up_then_decays(tiny_corpus, tmp_path):
+    lrs = []
+    chargen.train(str(tiny_corpus), out=str(tmp_path / "run"), on_event=lambda e: isinstance(e, StepDone) and lrs.append(e.lr),
+                  **{**TINY_OPTIONS, "max_steps": 40, "warmup_steps": 10, "lr": 1e-2, "min_lr_frac": 0.1})
+    assert lrs[0] == pytest.approx(1e-3)
+    assert max(lrs) == pytest.approx(1e-2, rel=0.02)
+    assert lrs[-1] == pytest.approx(1e-3, rel=0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_metrics_file_records_the_run(tiny_run):
+    import json
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in records if "train_loss" in r]
+    val_rows = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in val_rows] == [30, 60]
+    assert {"step", "time", "train_loss", "lr", "grad_norm", "chars_per_sec"} <= set(train_rows[0])
+    assert val_rows[-1]["val_bpc"] == pytest.approx(val_rows[-1]["val_loss"] / math.log(2))
