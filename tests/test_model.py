@@ -127,3 +127,21 @@ def test_metrics_file_records_the_run(tiny_run):
     assert [r["step"] for r in val_rows] == [30, 60]
     assert {"step", "time", "train_loss", "lr", "grad_norm", "chars_per_sec"} <= set(train_rows[0])
     assert val_rows[-1]["val_bpc"] == pytest.approx(val_rows[-1]["val_loss"] / math.log(2))
+
+
+def test_evaluation_equals_one_pass_over_the_whole_text():
+    import numpy as np
+    import torch.nn.functional as F
+    from chargen.tokenizers import ByteTokenizer
+    from chargen.train import evaluate
+
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=256, hidden=16, layers=2)).eval()
+    tokens = np.random.RandomState(0).randint(0, 128, size=3000)
+    with torch.no_grad():
+        x = torch.from_numpy(tokens)[None]
+        one_pass = F.cross_entropy(model(x[:, :-1])[0][0], x[0, 1:]).item()
+    # Many short streams with enough burn-in score exactly like one long pass.
+    result = evaluate(model, tokens, ByteTokenizer(), stream_len=200, burn_in=300)
+    assert result.tokens == 2999
+    assert result.nats_per_token == pytest.approx(one_pass, rel=1e-5)
