@@ -66,7 +66,7 @@ TRAIN_OPTIONS = {
     "weight_decay": ("AdamW weight decay on weight matrices", float),
     "grad_clip": ("clip the global gradient norm to this", float),
     "max_steps": ("stop after this many steps", int),
-    "max_time": ("stop after this much wall time, e.g. 90s, 5m, 2h", parse_duration),
+    "max_time": ("wall-time budget, final evaluation included, e.g. 90s, 5m, 2h", parse_duration),
     "epochs": ("stop after this many passes over the corpus (10 if no limit is given)", float),
     "val_frac": ("fraction of the corpus (its end) held out for validation", float),
     "eval_every": ("evaluate on the validation split and checkpoint every N steps", int),

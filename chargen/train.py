@@ -334,6 +334,7 @@ class Trainer:
         self.step_fn = torch.compile(self.model) if config.compile else self.model
 
         self.step, self.elapsed_before, self.skipped_steps = 0, 0.0, 0
+        self._last_eval_seconds = 0.0
         self.best_val_loss: float | None = None
         self.state: State = None
         if resumed:
@@ -437,7 +438,8 @@ class Trainer:
         c = self.config
         if c.max_steps and self.step >= c.max_steps:
             return "max_steps"
-        if c.max_time and elapsed >= c.max_time:
+        # Leave room for the final evaluation, so the whole run fits in --max-time.
+        if c.max_time and elapsed + self._last_eval_seconds >= c.max_time:
             return "max_time"
         total = self.total_steps()
         if total and self.step >= total:
@@ -558,7 +560,9 @@ class Trainer:
 
     def _evaluate_and_save(self, elapsed: float) -> None:
         if self.config.val_frac > 0:
+            eval_started = time.perf_counter()
             result = evaluate(self.model, self.val_tokens, self.tokenizer, autocast=self.autocast)
+            self._last_eval_seconds = time.perf_counter() - eval_started
             val_loss = result.nats_per_char
             is_best = self.best_val_loss is None or val_loss < self.best_val_loss
             if is_best:
