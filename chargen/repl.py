@@ -533,6 +533,27 @@ def open_history(path_option: str | None):
     return FileHistory(str(path)), None
 
 
+def measure_spacing_marks_as_terminals_do() -> None:
+    """Make prompt-toolkit count a spacing combining mark as one column, as terminals draw it.
+
+    Spacing marks (Unicode category Mc) are the vowel signs of Punjabi, Hindi, Kannada and other
+    Indic scripts. glibc's wcwidth, tmux, xterm and VTE give each one a cell; recent releases of
+    the wcwidth package give it 0 on its own, and prompt-toolkit adds up per-character widths, so
+    on a line of Punjabi its idea of the cursor fell behind the terminal's and the redrawn prompt
+    landed mid-line ("> > ਪੰਜਾਬੀ"). prompt-toolkit keeps widths in a plain dict cache: seed it.
+    """
+    import unicodedata
+
+    from prompt_toolkit.utils import _CHAR_SIZES_CACHE, get_cwidth
+
+    if get_cwidth("\u0a3e") == 1:  # GURMUKHI VOWEL SIGN AA: this wcwidth already agrees
+        return
+    for code in range(0x20000):  # no spacing marks lie beyond the first two planes
+        char = chr(code)
+        if unicodedata.category(char) == "Mc":
+            _CHAR_SIZES_CACHE[char] = 1
+
+
 def run_terminal(session: ChatSession, history_option: str | None, input=None, output=None) -> int:
     """The interactive chat. Returns 0 on Ctrl-D or /quit.
 
@@ -544,6 +565,7 @@ def run_terminal(session: ChatSession, history_option: str | None, input=None, o
     from prompt_toolkit.key_binding import KeyBindings
     from prompt_toolkit.styles import Style
 
+    measure_spacing_marks_as_terminals_do()
     style = Style.from_dict(STYLE_RULES)
 
     def say(text: str, cls: str = "note", end: str = "\n") -> None:

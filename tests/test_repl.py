@@ -15,8 +15,9 @@ import chargen
 from chargen.checkpoint import save_checkpoint
 from chargen.errors import ChargenError
 from chargen.model import CharLM, ModelConfig
-from chargen.repl import (COMMAND_NAMES, ChatSession, is_command, make_completer, read_prompts,
-                          resolve_command, run_piped, run_terminal)
+from chargen.repl import (COMMAND_NAMES, ChatSession, is_command, make_completer,
+                          measure_spacing_marks_as_terminals_do, read_prompts, resolve_command,
+                          run_piped, run_terminal)
 from chargen.sampling import Sampler, SamplingSettings
 from chargen.tokenizers import ByteTokenizer, CharTokenizer
 
@@ -297,3 +298,12 @@ def test_terminal_keys_commands_and_history(model, tmp_path):
     again = ChatSession(model, GREEDY)
     assert chat_through_pipe(again, "\x1b[A\x1b[A\r/quit\r", history) == 0
     assert again.transcript[0] == "hello\nthere"
+
+
+def test_punjabi_and_hindi_vowel_signs_take_a_column_as_in_terminals():
+    from prompt_toolkit.utils import get_cwidth
+
+    measure_spacing_marks_as_terminals_do()
+    # ਪ ੰ ਜ ਾ ਬ ੀ: the tippi (Mn) takes no column; the vowel signs ਾ and ੀ (Mc) take one each.
+    assert get_cwidth("ਪੰਜਾਬੀ") == 5
+    assert get_cwidth("हिंदी") == 4 and get_cwidth("مرحبا") == 5 and get_cwidth("😀") == 2
