@@ -49,7 +49,8 @@ def unescape(text: str | None) -> str | None:
 
 # Help for every TrainConfig field; the defaults come from the dataclass itself.
 TRAIN_OPTIONS = {
-    "cell": ("recurrent cell: lstm, gru, or rnn (plain tanh RNN)", str),
+    "cell": ("recurrent cell: lstm, gru, rnn (plain tanh RNN) or lstm-peephole (gates see the cell "
+             "state; several times slower: no fused kernel)", str),
     "layers": ("number of stacked recurrent layers", int),
     "hidden": ("hidden size of each layer (also the embedding size)", int),
     "dropout": ("dropout between layers and on input/output (0 disables)", float),
@@ -162,6 +163,7 @@ def build_parser() -> ArgumentParser:
     corpus.add_argument("name", choices=sorted(CORPORA))
     corpus.add_argument("-o", "--out", help="output file (default: corpora/<name>.txt)")
     corpus.add_argument("--max-mb", type=float, default=4.0, help="size cap in MB (default: 4)")
+    corpus.add_argument("--lag", type=int, default=100, help="long-lag only: distractors between cue and recall (default: 100)")
     return parser
 
 
@@ -305,7 +307,8 @@ def cmd_corpus(args) -> int:
 
     if not (isinstance(args.max_mb, float) and math.isfinite(args.max_mb) and args.max_mb > 0):
         raise ChargenError(f"--max-mb {args.max_mb}: must be a number > 0")
-    out = build_corpus(args.name, args.out or Path("corpora") / f"{args.name}.txt", int(args.max_mb * (1 << 20)))
+    out = build_corpus(args.name, args.out or Path("corpora") / f"{args.name}.txt", int(args.max_mb * (1 << 20)),
+                       lag=args.lag)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 

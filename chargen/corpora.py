@@ -20,6 +20,8 @@ from .errors import ChargenError
 CORPORA = {
     "stdlib": "Python standard library source code (.py files of this interpreter)",
     "stdlib-docs": "docstrings of the Python standard library (English prose)",
+    "long-lag": "synthetic recall episodes: a cue, --lag random distractors, '=', the cue again "
+                "(the LSTM long-time-lag test; train with --seq-len above the lag)",
 }
 SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "__pycache__", "ensurepip"}
 
@@ -47,10 +49,20 @@ def _docstrings(source: str) -> list[str]:
     return [d for d in docs if d and len(d) > 40]
 
 
-def build_corpus(name: str, out: str | Path, max_bytes: int = 4 << 20) -> Path:
-    """Write corpus ``name`` to ``out`` (at most ``max_bytes`` of UTF-8) and return the path."""
+def build_corpus(name: str, out: str | Path, max_bytes: int = 4 << 20, lag: int = 100) -> Path:
+    """Write corpus ``name`` to ``out`` (at most ``max_bytes`` of UTF-8) and return the path.
+
+    ``lag`` is used by ``long-lag`` only: the distractors between cue and recall.
+    """
     if name not in CORPORA:
         raise ChargenError(f"unknown corpus {name!r}; available: {', '.join(CORPORA)}")
+    if name == "long-lag":
+        from .tasks import long_lag_text
+
+        episode = lag + 4  # cue, distractors, '=', cue, newline (all ASCII: one byte a char)
+        if max_bytes < episode:
+            raise ChargenError(f"--max-mb: too small for even one episode of lag {lag}")
+        return _write(out, long_lag_text(lag, max_bytes // episode * episode))
     pieces, size = [], 0
     for path in _stdlib_files():
         source = _read(path)
@@ -65,7 +77,11 @@ def build_corpus(name: str, out: str | Path, max_bytes: int = 4 << 20) -> Path:
                 size += chunk_size
     if not pieces:
         raise ChargenError("could not find the Python standard library's source files on this machine")
+    return _write(out, "".join(pieces))
+
+
+def _write(out: str | Path, text: str) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(pieces), encoding="utf-8")
+    out.write_text(text, encoding="utf-8")
     return out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "lstm-peephole")
 
 # LSTM state is (h, c); GRU and plain RNN state is h. Each tensor is [layers, batch, hidden].
 State = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor], None]
@@ -29,6 +31,60 @@ class ModelConfig:
         return asdict(self)
 
 
+class PeepholeLSTM(nn.Module):
+    """LSTM whose gates also see the cell state (Gers & Schmidhuber, 2000): "peephole" weights.
+
+    The input and forget gates look at ``c_{t-1}``, the output gate at ``c_t``, each through a
+    diagonal (per-unit) weight. Same interface and parameter names as ``nn.LSTM`` (batch first,
+    gate order i, f, g, o, state ``(h, c)`` of ``[layers, batch, hidden]``) plus ``peephole_l{k}``
+    ``[3, hidden]``. It steps through time in Python, so it is several times slower than
+    ``nn.LSTM``, which runs fused (cuDNN / oneDNN) kernels that have no peepholes.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 batch_first: bool = True, dropout: float = 0.0):
+        super().__init__()
+        assert batch_first, "CharLM always feeds [batch, time, features]"
+        self.hidden_size, self.num_layers, self.dropout = hidden_size, num_layers, dropout
+        for layer in range(num_layers):
+            size_in = input_size if layer == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size, size_in)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
+            self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
+            self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(4 * hidden_size)))
+            self.register_parameter(f"peephole_l{layer}", nn.Parameter(torch.empty(3, hidden_size)))
+        bound = 1 / math.sqrt(hidden_size)  # nn.LSTM's init, peepholes included
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor, state=None):
+        batch, H = x.size(0), self.hidden_size
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, batch, H)
+            state = (zeros, zeros)
+        h_out, c_out = [], []
+        for layer in range(self.num_layers):
+            w_hh, peep = getattr(self, f"weight_hh_l{layer}"), getattr(self, f"peephole_l{layer}")
+            # The input part of every gate, for all steps at once; only the recurrence is stepped.
+            x_gates = F.linear(x, getattr(self, f"weight_ih_l{layer}"),
+                               getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"))
+            h, c = state[0][layer], state[1][layer]
+            outputs = []
+            for t in range(x.size(1)):
+                i, f, g, o = (x_gates[:, t] + h @ w_hh.t()).chunk(4, dim=1)
+                i = torch.sigmoid(i + peep[0] * c)
+                f = torch.sigmoid(f + peep[1] * c)
+                c = f * c + i * torch.tanh(g)
+                h = torch.sigmoid(o + peep[2] * c) * torch.tanh(c)
+                outputs.append(h)
+            x = torch.stack(outputs, dim=1)
+            if layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, self.training)
+            h_out.append(h)
+            c_out.append(c)
+        return x, (torch.stack(h_out), torch.stack(c_out))
+
+
 class CharLM(nn.Module):
     """A recurrent language model over token ids.
 
@@ -41,7 +97,7 @@ class CharLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[config.cell]
+        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN, "lstm-peephole": PeepholeLSTM}[config.cell]
         self.embed = nn.Embedding(config.vocab_size, config.hidden)
         self.rnn = rnn_class(
             config.hidden, config.hidden, num_layers=config.layers, batch_first=True,
@@ -57,7 +113,7 @@ class CharLM(nn.Module):
     def _init_weights(self) -> None:
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
-        if self.config.cell == "lstm":
+        if self.config.cell in ("lstm", "lstm-peephole"):
             # Forget-gate bias 1 (gate order i, f, g, o): remember by default early in training.
             hidden = self.config.hidden
             for layer in range(self.config.layers):
