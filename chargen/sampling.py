@@ -15,8 +15,15 @@ from typing import Iterator
 import torch
 
 from .errors import ChargenError, describe_chars
+from .engine import StepEngine, auto_sampling_precision, bf16_matmul_available
 from .model import CharLM, State, map_state
 from .tokenizers import Tokenizer
+
+
+# Feeding text: at most this many of its last tokens are run (see Sampler.feed_ids), in chunks
+# of FEED_CHUNK tokens.
+PRIME_WINDOW = 2048
+FEED_CHUNK = 1024
 
 
 @dataclass
@@ -61,7 +68,11 @@ def pick_tokens(logits: torch.Tensor, settings: SamplingSettings,
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # What torch.multinomial(probs, 1) does inside (argmax of probs over Exp(1) noise: the
+    # Gumbel-max trick), same draws and same picks, without its per-call validity checks: those
+    # are most of the cost of picking a token at batch 1.
+    noise = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / noise).argmax(dim=-1)
 
 
 class _StopFilter:
@@ -101,15 +112,62 @@ class Sampler:
     from the state the previous call left, until ``reset()``.
     """
 
-    def __init__(self, model: CharLM, tokenizer: Tokenizer, batch_size: int = 1):
+    def __init__(self, model: CharLM, tokenizer: Tokenizer, batch_size: int = 1,
+                 precision: str = "auto", fast: bool = True):
+        """``precision`` of the per-token steps: "fp32" (the model's own arithmetic), "bf16"
+        (bf16 weight matrices; CPUs with native bf16 only) or "auto" (bf16 where that is faster:
+        big models on AVX512-BF16 CPUs, see ``engine.auto_sampling_precision``). Feeding text
+        is always fp32. ``fast=False`` uses plain ``model(...)`` calls per token: the reference
+        the fast engine is tested against."""
+        if precision not in ("fp32", "bf16", "auto"):
+            raise ChargenError(f"precision {precision!r}: choose fp32, bf16 or auto")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.device = next(model.parameters()).device
+        self.precision, self.fast = precision, fast
+        self._engine: StepEngine | None = None
+        self._live: StepEngine | None = None  # the engine holding the current state, if any
         self.reset()
 
     def reset(self) -> None:
         """Forget everything fed or generated so far."""
-        self.state: State = None
+        self.state = None
         self.next_logits: torch.Tensor | None = None  # [batch, vocab], for the token to come
+
+    # The recurrent state, in the model's own format. While tokens are being generated it lives
+    # in the fast engine's buffers; reading it copies it out, assigning it takes it back.
+    @property
+    def state(self) -> State:
+        if self._live is not None:
+            self._state, self._live = self._live.export_state(), None
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        self._state, self._live = value, None
+
+    def _fast_engine(self) -> StepEngine | None:
+        """The per-token engine for the model's current weights, or None to use plain forwards."""
+        if not (self.fast and StepEngine.supports(self.model)):
+            return None
+        if self._engine is None or not self._engine.matches(self.model):
+            self._engine = None
+            self.state = self.state  # take the state out of an outdated engine first
+            precision = auto_sampling_precision(self.model) if self.precision == "auto" else self.precision
+            if precision == "bf16" and not (self.device.type == "cpu" and bf16_matmul_available()):
+                raise ChargenError("bf16 sampling needs a CPU with native bf16 matrix products; use fp32")
+            self._engine = StepEngine(self.model, precision)
+        return self._engine
+
+    def _step(self, tokens: torch.Tensor, engine: StepEngine | None) -> torch.Tensor:
+        """Feed one token per stream; return the next-token logits [batch, vocab] in fp32."""
+        if engine is None:
+            with torch.inference_mode():
+                logits, self.state = self.model(tokens[:, None], self.state)
+            return logits[:, -1].float()
+        if self._live is not engine:
+            engine.load_state(self._state, len(tokens))
+            self._live = engine
+        return engine.step(tokens)
 
     def check_text(self, text: str, what: str = "the text") -> None:
         """Raise a clear error if ``text`` has characters the model's vocabulary lacks."""
@@ -128,9 +186,27 @@ class Sampler:
 
     @torch.inference_mode()
     def feed_ids(self, ids: torch.Tensor) -> None:
-        batch = ids.expand(self.batch_size, -1) if ids.dim() == 1 else ids
-        logits, self.state = self.model(batch, self.state)
-        self.next_logits = logits[:, -1].float()
+        """Run token ids through the model: ``[time]`` for all streams alike, or ``[batch, time]``.
+
+        Only the last ``PRIME_WINDOW`` tokens are run: the state an LSTM reaches no longer
+        depends measurably on text that far back, and feeding 100,000 chars exactly would take
+        many seconds (each token waits for the one before).
+        """
+        if ids.size(-1) == 0:
+            return
+        ids = ids[..., -PRIME_WINDOW:]
+        state = self.state
+        # Streams that start fresh share one pass over the text; the state is copied out after.
+        shared = ids.dim() == 1 and state is None and self.batch_size > 1
+        batch = ids if ids.dim() == 2 else ids.expand(1 if shared else self.batch_size, -1)
+        next_logits = None
+        for start in range(0, batch.size(1), FEED_CHUNK):  # chunks bound the logits' memory
+            logits, state = self.model(batch[:, start:start + FEED_CHUNK], state)
+            next_logits = logits[:, -1].float()
+        if shared:
+            state = map_state(state, lambda t: t.expand(-1, self.batch_size, -1).contiguous())
+            next_logits = next_logits.expand(self.batch_size, -1).contiguous()
+        self.state, self.next_logits = state, next_logits
 
     def _start_if_empty(self, generator: torch.Generator) -> None:
         if self.next_logits is not None:
@@ -144,23 +220,25 @@ class Sampler:
             start = torch.randint(self.tokenizer.vocab_size, (1,), generator=generator)
             self.feed_ids(start.to(self.device))
 
-    @torch.inference_mode()
     def stream_batch(self, settings: SamplingSettings) -> Iterator[list[str]]:
         """Yield, per generated token, the new text of every stream ('' once a stream stopped)."""
+        # No @torch.inference_mode() here: on a generator it is re-entered at every token, which
+        # costs more than a fast step. Feeding and plain steps enter it themselves; the engine
+        # works on its own tensors, none of which requires grad.
         settings.validate()
         generator = make_generator(settings.seed)
         self._start_if_empty(generator)
         decoders = [self.tokenizer.decoder() for _ in range(self.batch_size)]
         filters = [_StopFilter(settings.stop) for _ in range(self.batch_size)]
+        engine = self._fast_engine()
         for _ in range(settings.length):
             if all(f.stopped for f in filters):
                 return
             token = pick_tokens(self.next_logits.cpu(), settings, generator)
-            logits, self.state = self.model(token.to(self.device)[:, None], self.state)
-            self.next_logits = logits[:, -1].float()
+            self.next_logits = self._step(token.to(self.device), engine)
             pieces = []
-            for i, f in enumerate(filters):
-                pieces.append("" if f.stopped else f.push(decoders[i].feed(int(token[i]))))
+            for i, (f, tok) in enumerate(zip(filters, token.tolist())):
+                pieces.append("" if f.stopped else f.push(decoders[i].feed(tok)))
             yield pieces
         yield ["" if f.stopped else f.flush() for f in filters]
 

@@ -1,0 +1,143 @@
+"""Training speed: ``chargen.train`` against a bare ``nn.LSTM`` loop of the same shape, same process.
+
+    python bench/train_speed.py                  # 2x512, batch 32, seq 100, fp32 and bf16; < 1 min
+    python bench/train_speed.py --threads 1 --steps 10
+
+The bare loop is the least a training loop can do: embedding -> ``nn.LSTM`` -> linear head on
+one fixed batch, cross-entropy, backward, gradient clipping, AdamW (chargen's optimizer settings),
+state carried between steps; under ``torch.autocast`` for bf16. chargen runs its whole loop:
+batches cut from the corpus, LR schedule, the NaN guard, metrics lines, events and the live
+dashboard (rendered to a string). Its chars/s is taken from the step events, after warm-up steps;
+the end-of-run checkpoint saves (last and best) are timed apart and shown as a share of the
+default 200-step eval interval, and so is the validation pass (useful work, not overhead). Rounds alternate between the two, and the medians are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import chargen
+from chargen.dashboard import Dashboard
+from chargen.train import CheckpointSaved, EvalDone, StepDone, resolve_precision
+from rich.console import Console
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+
+
+def bare_chars_per_sec(args, precision: str) -> float:
+    """chars/s of the minimal loop, over ``args.steps`` steps after ``args.warmup``."""
+    torch.manual_seed(0)
+    vocab, device = 65, torch.device(args.device)
+    embed, lstm, head = nn.Embedding(vocab, args.hidden), nn.LSTM(args.hidden, args.hidden, args.layers,
+                                                                batch_first=True), nn.Linear(args.hidden, vocab)
+    embed, lstm, head = embed.to(device), lstm.to(device), head.to(device)
+    params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01,
+                                  fused=device.type == "cuda" or None)
+    data = torch.randint(vocab, (args.batch_size, args.seq_len + 1), device=device)
+    x, y = data[:, :-1], data[:, 1:]
+    state = None
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else \
+        (lambda: torch.autocast(device.type, enabled=False))
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            started = time.perf_counter()
+        with autocast():
+            out, state = lstm(embed(x), state)
+            logits = head(out)
+        loss = F.cross_entropy(logits.float().view(-1, vocab), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        state = tuple(s.detach() for s in state)
+        loss.item()
+    return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - started)
+
+
+def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> tuple[float, float, float]:
+    """chars/s of chargen's loop after warm-up; seconds of its final evaluation; of its saves."""
+    stamps: list[float] = []
+    evaluated: list[float] = []
+    saved: list[float] = []
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    dashboard = Dashboard(console=console, live=True)
+
+    def on_event(event):
+        if isinstance(event, StepDone):
+            stamps.append(time.perf_counter())
+        dashboard(event)
+        if isinstance(event, EvalDone):
+            evaluated.append(time.perf_counter())
+        if isinstance(event, CheckpointSaved):
+            saved.append(time.perf_counter())
+
+    total = args.warmup + args.steps
+    with dashboard:
+        chargen.train(str(corpus), on_event=on_event, out=str(workdir / f"run-{time.monotonic_ns()}"),
+                      layers=args.layers, hidden=args.hidden, batch_size=args.batch_size,
+                      seq_len=args.seq_len, dropout=args.dropout, max_steps=total, eval_every=total,
+                      preview_length=0, precision=precision, device=args.device, seed=0)
+    timed = stamps[args.warmup:]
+    chars_per_sec = (len(timed) - 1) * args.batch_size * args.seq_len / (timed[-1] - timed[0])
+    return chars_per_sec, evaluated[0] - stamps[-1], saved[-1] - evaluated[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--dropout", type=float, default=0.0, help="chargen's dropout (the bare loop has none)")
+    parser.add_argument("--steps", type=int, default=16, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; chargen's precision=auto here means "
+          f"{resolve_precision('auto', torch.device(args.device))} on {args.device}")
+    print(f"{args.layers}x{args.hidden} LSTM, batch {args.batch_size}, seq {args.seq_len}, "
+          f"{args.steps} timed steps after {args.warmup}, {args.rounds} alternating rounds")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        corpus = SHAKESPEARE
+        if not corpus.is_file():  # no shared corpus: a synthetic one of the same size
+            corpus = workdir / "corpus.txt"
+            g = torch.Generator().manual_seed(0)
+            letters = "abcdefghijklmnopqrstuvwxyz ,.\n"
+            corpus.write_text("".join(letters[i] for i in torch.randint(len(letters), (1_100_000,), generator=g).tolist()))
+        print(f"{'precision':>9} | {'bare chars/s':>12} | {'chargen chars/s':>15} | {'ratio':>6} | "
+              f"checkpoint save (share of 200 steps) | val eval")
+        for precision in args.precisions.split(","):
+            bare, ours, evals, saves = [], [], [], []
+            for _ in range(args.rounds):
+                bare.append(bare_chars_per_sec(args, precision))
+                speed, eval_s, save_s = chargen_chars_per_sec(args, precision, corpus, workdir)
+                ours.append(speed)
+                evals.append(eval_s)
+                saves.append(save_s)
+            b, c = statistics.median(bare), statistics.median(ours)
+            interval_s = 200 * args.batch_size * args.seq_len / c  # the default --eval-every
+            save_s = statistics.median(saves)
+            print(f"{precision:>9} | {b:12,.0f} | {c:15,.0f} | {c / b:5.3f}x | {save_s:.2f} s "
+                  f"({100 * save_s / interval_s:.1f}%) | {statistics.median(evals):.2f} s")
+
+
+if __name__ == "__main__":
+    main()

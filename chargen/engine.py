@@ -1,0 +1,200 @@
+"""A fast engine for generating one token at a time from an LSTM ``CharLM``.
+
+At batch 1 a sampling step is a chain of small matrix-vector products, and two costs dominate:
+reading every weight once per token (memory bandwidth) and the fixed cost of each torch call
+(Python + dispatcher, a few microseconds). ``nn.LSTM`` called once per token pays both badly: on
+CPU it goes through oneDNN, which re-lays out the weights on every call. This engine:
+
+* lays the weights out once, transposed for ``addmm`` and with each layer's input and hidden
+  weights stacked (``[W_ih | W_hh]``), so a layer is one matrix product per token;
+* folds the embedding into layer 0: ``embed.weight @ W_ih0.T + biases`` is a ``[vocab, 4H]``
+  table, so layer 0 costs a row lookup plus the hidden product;
+* keeps every layer's ``h`` side by side in one buffer ``[batch, layers * H]``, so the input of
+  layer ``l`` (``h`` of layer ``l-1`` next to its own ``h``) is a view, not a concatenation;
+* reorders the gates to (i, f, o, g) so one ``sigmoid_`` covers three of them, and works in
+  preallocated buffers with in-place ops and ``out=`` (no allocation per token but the logits);
+* optionally (``precision="bf16"``, CPU with oneDNN bf16 support) keeps the big matrices in
+  bf16, prepacked for oneDNN: half the bytes to read per token. The cell state, the embedding
+  table and the output layer stay in fp32.
+
+In fp32 it computes the same function as the model's own forward (to float rounding), which
+``tests/test_engine.py`` checks against ``nn.LSTM``. Other cells (GRU, RNN) and models in
+training mode (dropout) use the plain forward instead: see ``StepEngine.supports``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .model import CharLM, State
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), not by emulation."""
+    for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        supported = getattr(torch.cpu, check, None)
+        if supported is not None and supported():
+            return True
+    return False
+
+
+def auto_sampling_precision(model: CharLM) -> str:
+    """The precision ``Sampler(precision="auto")`` steps ``model`` in: bf16 where it is faster.
+
+    Measured (bench/sample_speed.py and engine steps timed alone): on an AVX512-BF16 CPU without
+    AMX (AMD Zen 4) bf16 steps were about 2x faster once the LSTM's matrices outgrow the cache
+    (2x512: 12 MB in fp32) and slower below that (1x256: 0.7x); on an AMX Xeon oneDNN's batch-1
+    bf16 product was slower than fp32 at every size. Elsewhere fp32, which is also exact.
+    """
+    if model.head.weight.device.type != "cpu" or not bf16_matmul_available() or not cpu_has_native_bf16():
+        return "fp32"
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+        return "fp32"
+    matrix_bytes = sum(4 * getattr(model.rnn, f"weight_hh_l{l}").numel() * (1 if l == 0 else 2)
+                       for l in range(model.config.layers))
+    return "bf16" if matrix_bytes >= 8 * 2**20 else "fp32"
+
+
+def bf16_matmul_available() -> bool:
+    """True where oneDNN runs bf16 matrix products natively (e.g. AVX512-BF16 or AMX CPUs)."""
+    try:
+        return (torch.backends.mkldnn.is_available()
+                and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+                and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _Linear:
+    """``x @ W.T + b`` for a fixed weight, laid out once for the fastest call at small batch."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
+        weight, bias = weight.detach(), None if bias is None else bias.detach()
+        self.bf16 = precision == "bf16"
+        if self.bf16:
+            # oneDNN's prepacked bf16 weight: half the bytes of fp32, read in its native layout.
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16), 1)
+            self.bias = None if bias is None else bias.to(torch.bfloat16)
+        else:
+            self.weight = weight.t().contiguous()  # [in, out]: addmm's fast layout
+            self.bias = bias
+
+    def add_to(self, out: torch.Tensor, x: torch.Tensor) -> None:
+        """``out += x @ W.T`` (bias not included)."""
+        if self.bf16:
+            out.add_(torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.weight, None, "none", [], ""))
+        else:
+            out.addmm_(x, self.weight)
+
+    def into(self, out: torch.Tensor, x: torch.Tensor) -> None:
+        """``out = x @ W.T + b``."""
+        if self.bf16:
+            out.copy_(torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.weight, self.bias, "none", [], ""))
+        else:
+            torch.addmm(self.bias, x, self.weight, out=out)
+
+
+class StepEngine:
+    """Advance an LSTM ``CharLM`` one token at a time for a batch of streams.
+
+    ``load_state(state, batch)`` takes a state in ``nn.LSTM``'s format (or None for zeros);
+    ``step(tokens)`` feeds one token per stream and returns the next-token logits ``[batch,
+    vocab]`` in fp32; ``export_state()`` gives the state back in ``nn.LSTM``'s format. The weights
+    are copied when the engine is built: build a new one after the model changes
+    (``matches(model)`` tells).
+    """
+
+    @staticmethod
+    def supports(model: CharLM) -> bool:
+        """Whether this engine computes exactly what ``model`` does (LSTM, fp32, eval mode)."""
+        rnn = model.rnn
+        return (model.config.cell == "lstm" and not model.training and isinstance(rnn, torch.nn.LSTM)
+                and rnn.proj_size == 0 and not rnn.bidirectional and rnn.bias
+                and model.head.weight.dtype == torch.float32)
+
+    def __init__(self, model: CharLM, precision: str = "fp32"):
+        if precision == "bf16" and not (model.head.weight.device.type == "cpu" and bf16_matmul_available()):
+            raise ValueError("bf16 sampling needs a CPU with native bf16 matrix products (oneDNN)")
+        self.precision = precision
+        self.fingerprint = self._fingerprint(model)
+        rnn, hidden, layers = model.rnn, model.config.hidden, model.config.layers
+        self.hidden, self.layers = hidden, layers
+        self.device = model.head.weight.device
+        # Gate rows i, f, g, o -> i, f, o, g: the three sigmoid gates become one contiguous block.
+        H = hidden
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+        order = order.to(self.device)
+        with torch.no_grad():
+            w_ih0 = rnn.weight_ih_l0[order].float()
+            bias0 = (rnn.bias_ih_l0 + rnn.bias_hh_l0)[order].float()
+            # Layer 0's input projection of every token, biases included: a lookup per step.
+            self.table = torch.addmm(bias0, model.embed.weight.float(), w_ih0.t()).contiguous()
+            self.layer_mats = [_Linear(rnn.weight_hh_l0[order].float(), None, precision)]
+            self.layer_biases = [None]
+            for l in range(1, layers):
+                w = torch.cat([getattr(rnn, f"weight_ih_l{l}"), getattr(rnn, f"weight_hh_l{l}")], dim=1)
+                b = getattr(rnn, f"bias_ih_l{l}") + getattr(rnn, f"bias_hh_l{l}")
+                self.layer_mats.append(_Linear(w[order].float(), b[order].float(), precision))
+            self.head = _Linear(model.head.weight.float(), model.head.bias.float(), "fp32")
+        self.vocab_size = self.table.size(0)
+        self.batch = 0
+
+    @staticmethod
+    def _fingerprint(model: CharLM) -> tuple:
+        # Storage and in-place version of every parameter: changes when training or .to() did.
+        return tuple((p.data_ptr(), p._version, p.device) for p in model.parameters())
+
+    def matches(self, model: CharLM) -> bool:
+        """Whether the engine still holds ``model``'s current weights."""
+        return self._fingerprint(model) == self.fingerprint
+
+    def _allocate(self, batch: int) -> None:
+        H, L, dev = self.hidden, self.layers, self.device
+        with torch.no_grad():
+            self.hs = torch.zeros(batch, L * H, device=dev)      # h of every layer, side by side
+            self.cs = torch.zeros(L, batch, H, device=dev)
+            self.gates = torch.empty(batch, 4 * H, device=dev)
+            self.tmp = torch.empty(batch, H, device=dev)
+        # Views made once: slicing costs a call too.
+        g = self.gates
+        self.sig, self.i, self.f, self.o, self.g = g[:, :3 * H], g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
+        self.h = [self.hs[:, l * H:(l + 1) * H] for l in range(L)]
+        self.xh = [None] + [self.hs[:, (l - 1) * H:(l + 1) * H] for l in range(1, L)]
+        self.batch = batch
+
+    def load_state(self, state: State, batch: int) -> None:
+        """Start from ``state`` (``(h, c)``, each ``[layers, batch, hidden]``), or zeros if None."""
+        if batch != self.batch:
+            self._allocate(batch)
+        with torch.no_grad():
+            if state is None:
+                self.hs.zero_()
+                self.cs.zero_()
+            else:
+                h, c = state
+                self.hs.view(batch, self.layers, self.hidden).copy_(h.transpose(0, 1))
+                self.cs.copy_(c)
+
+    def export_state(self) -> State:
+        """The current state in ``nn.LSTM``'s format (fresh tensors)."""
+        h = self.hs.view(self.batch, self.layers, self.hidden).transpose(0, 1).contiguous()
+        return h, self.cs.clone()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per stream (``[batch]`` ids); return next-token logits ``[batch, vocab]``."""
+        gates, tmp = self.gates, self.tmp
+        torch.index_select(self.table, 0, tokens, out=gates)
+        for l in range(self.layers):
+            h, c = self.h[l], self.cs[l]
+            if l == 0:
+                self.layer_mats[0].add_to(gates, h)
+            else:
+                self.layer_mats[l].into(gates, self.xh[l])
+            self.sig.sigmoid_()
+            self.g.tanh_()
+            c.mul_(self.f).addcmul_(self.i, self.g)
+            torch.tanh(c, out=tmp)
+            torch.mul(self.o, tmp, out=h)  # overwrites the old h, which the product above consumed
+        logits = torch.empty(self.batch, self.vocab_size, device=self.device)
+        self.head.into(logits, self.h[-1])
+        return logits

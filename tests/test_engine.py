@@ -1,0 +1,164 @@
+"""The fast sampling engine against the plain model forward: same numbers, same text, same state."""
+
+import importlib
+import string
+
+import pytest
+import torch
+
+from chargen.engine import StepEngine, auto_sampling_precision, bf16_matmul_available
+from chargen.model import CharLM, ModelConfig
+from chargen.sampling import PRIME_WINDOW, Sampler, SamplingSettings, pick_tokens
+from chargen.tokenizers import CharTokenizer
+
+train_module = importlib.import_module("chargen.train")  # chargen.train, the attribute, is the function
+TOKENIZER = CharTokenizer("\n" + string.ascii_lowercase + " .,")
+
+
+def random_model(layers=2, hidden=48, cell="lstm", seed=0) -> CharLM:
+    torch.manual_seed(seed)
+    model = CharLM(ModelConfig(vocab_size=TOKENIZER.vocab_size, cell=cell, layers=layers, hidden=hidden))
+    with torch.no_grad():
+        for p in model.parameters():  # wider than the default init: peaky, varied distributions
+            p.uniform_(-0.4, 0.4)
+    return model.eval()
+
+
+@pytest.mark.parametrize("layers,hidden,batch", [(1, 16, 1), (2, 48, 1), (3, 32, 4)])
+def test_engine_steps_match_the_lstm_forward(layers, hidden, batch):
+    model = random_model(layers, hidden)
+    tokens = torch.randint(TOKENIZER.vocab_size, (batch, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _, state = model(tokens[:, :10])
+        want, want_state = model(tokens[:, 10:], state)
+        engine = StepEngine(model, "fp32")
+        engine.load_state(state, batch)
+        got = torch.stack([engine.step(tokens[:, t]) for t in range(10, 40)], dim=1)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    for have, expected in zip(engine.export_state(), want_state):
+        torch.testing.assert_close(have, expected, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("settings", [dict(temp=1.0), dict(temp=0.7, top_k=5), dict(temp=1.2, top_p=0.8),
+                                      dict(temp=0)])
+@pytest.mark.parametrize("streams", [1, 3])
+def test_fast_sampler_writes_the_same_text_as_the_plain_forward(settings, streams):
+    model = random_model()
+    texts, states = [], []
+    for fast in (False, True):
+        sampler = Sampler(model, TOKENIZER, batch_size=streams, precision="fp32", fast=fast)
+        sampler.feed("the cat ")
+        first = sampler.generate(SamplingSettings(length=60, seed=5, **settings))
+        sampler.feed(" and then ")  # state carried through the engine, into a plain forward, back
+        second = sampler.generate(SamplingSettings(length=60, seed=6, **settings))
+        texts.append((first, second))
+        states.append(sampler.state)
+    assert texts[0] == texts[1]
+    assert len(texts[0][0][0]) == 60
+    for have, expected in zip(states[1], states[0]):
+        torch.testing.assert_close(have, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_state_read_mid_stream_is_the_current_one():
+    model = random_model()
+    fast, plain = (Sampler(model, TOKENIZER, precision="fp32", fast=f) for f in (True, False))
+    for sampler in (fast, plain):
+        sampler.feed("a ")
+    streams = [s.stream_batch(SamplingSettings(length=50, seed=2)) for s in (fast, plain)]
+    for _ in range(20):
+        assert next(streams[0]) == next(streams[1])
+    torch.testing.assert_close(fast.state, plain.state, atol=1e-5, rtol=1e-5)
+    # Setting the state while the stream is open takes effect at its next token.
+    fast.state = plain.state = None
+    for _ in range(20):
+        assert next(streams[0]) == next(streams[1])
+
+
+def test_engine_follows_weight_changes():
+    model = random_model()
+    sampler = Sampler(model, TOKENIZER, precision="fp32")
+    sampler.feed("x")
+    sampler.generate(SamplingSettings(length=5, seed=0))
+    with torch.no_grad():
+        model.rnn.weight_hh_l1.mul_(-1.0)  # as an optimizer step would, in place
+    sampler.reset()
+    reference = Sampler(model, TOKENIZER, fast=False)
+    for s in (sampler, reference):
+        s.feed("the dog ")
+    settings = SamplingSettings(length=60, seed=3, temp=1.0)
+    assert sampler.generate(settings) == reference.generate(settings)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_and_training_mode_use_the_plain_forward(cell):
+    model = random_model(cell=cell)
+    assert not StepEngine.supports(model)
+    assert not StepEngine.supports(random_model().train())
+    texts = []
+    for fast in (True, False):
+        sampler = Sampler(model, TOKENIZER, fast=fast)
+        sampler.feed("the ")
+        texts.append(sampler.generate(SamplingSettings(length=40, seed=1)))
+    assert texts[0] == texts[1]
+
+
+@pytest.mark.skipif(not bf16_matmul_available(), reason="no native bf16 matrix products here")
+def test_bf16_engine_stays_close_to_fp32():
+    model = random_model(layers=2, hidden=64)
+    tokens = torch.randint(TOKENIZER.vocab_size, (2, 30), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, _ = model(tokens)
+        engine = StepEngine(model, "bf16")
+        engine.load_state(None, 2)
+        got = torch.stack([engine.step(tokens[:, t]) for t in range(30)], dim=1)
+    assert got.dtype == torch.float32
+    assert (torch.softmax(got, -1) - torch.softmax(want, -1)).abs().max() < 0.05
+    sampler = Sampler(model, TOKENIZER, precision="bf16")
+    sampler.feed("hello ")
+    assert len(sampler.generate(SamplingSettings(length=40, seed=0))[0]) == 40
+
+
+def test_auto_precision_keeps_small_models_exact():
+    assert auto_sampling_precision(random_model(layers=1, hidden=32)) == "fp32"
+    with pytest.raises(Exception):
+        Sampler(random_model(), TOKENIZER, precision="fp16")
+
+
+def test_long_prime_runs_only_its_tail():
+    model = random_model()
+    text = "".join(TOKENIZER.decode([i]) for i in torch.randint(
+        TOKENIZER.vocab_size, (PRIME_WINDOW + 500,), generator=torch.Generator().manual_seed(0)).tolist())
+    whole, tail = Sampler(model, TOKENIZER), Sampler(model, TOKENIZER)
+    whole.feed(text)
+    tail.feed(text[-PRIME_WINDOW:])
+    torch.testing.assert_close(whole.next_logits, tail.next_logits, atol=0, rtol=0)
+
+
+def test_streams_primed_together_match_one_stream():
+    model = random_model()
+    one, many = Sampler(model, TOKENIZER), Sampler(model, TOKENIZER, batch_size=3)
+    one.feed("the quick brown fox")
+    many.feed("the quick brown fox")
+    torch.testing.assert_close(many.next_logits, one.next_logits.expand(3, -1))
+    for have, expected in zip(many.state, one.state):
+        torch.testing.assert_close(have, expected.expand(-1, 3, -1))
+    texts = many.generate(SamplingSettings(length=30, seed=4))
+    assert len(set(texts)) > 1  # the streams share their past, not their future
+
+
+def test_pick_tokens_draws_like_torch_multinomial():
+    logits = torch.randn(6, 40, generator=torch.Generator().manual_seed(0)) * 3
+    for seed in range(20):
+        got = pick_tokens(logits, SamplingSettings(temp=0.9), torch.Generator().manual_seed(seed))
+        want = torch.multinomial(torch.softmax(logits / 0.9, -1), 1,
+                                 generator=torch.Generator().manual_seed(seed)).squeeze(-1)
+        assert torch.equal(got, want)
+
+
+def test_training_precision_auto_follows_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    assert train_module.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    assert train_module.resolve_precision("auto", cpu) == "fp32"
+    assert train_module.resolve_precision("fp32", cpu) == "fp32"
