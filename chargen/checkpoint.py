@@ -10,9 +10,11 @@ checkpoint may come from anywhere: every problem is one ChargenError, never a cr
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import signal
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,27 +82,96 @@ def save_checkpoint(path: str | os.PathLike, model: CharLM, tokenizer: Tokenizer
     atomic_write_bytes(path, data)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``."""
+def atomic_write_bytes(path: Path, data: bytes, what: str = "checkpoint") -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``.
+
+    A crash or kill at any moment leaves either the old file or the new one, never a mix; on
+    any failure (disk full, read-only directory, Ctrl-C) the temp file is removed and the old file
+    is untouched. ``what`` names the file in the error message.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        _fault_point("open")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            half = len(data) // 2
+            _write_all(fd, memoryview(data)[:half])
+            _fault_point("write")  # half the bytes are in the temp file
+            _write_all(fd, memoryview(data)[half:])
             os.fsync(fd)
         finally:
             os.close(fd)
+        _fault_point("rename")  # complete temp file, not yet renamed
         os.replace(tmp, path)
+        _fault_point("renamed")  # renamed, directory not yet synced
         _fsync_directory(path.parent)
-    except OSError as exc:
+    except BaseException as exc:  # OSError, but also Ctrl-C: never leave a temp file behind
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise ChargenError(f"{path}: cannot save checkpoint: {exc.strerror or exc}; "
-                           "earlier checkpoints are untouched") from None
+        if isinstance(exc, OSError):
+            raise ChargenError(f"{path}: cannot save the {what}: {exc.strerror or exc}; "
+                               f"earlier files are untouched{_os_error_hint(exc)}") from None
+        raise
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _os_error_hint(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "; free some disk space (or choose another --out)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "; the directory is not writable (choose another --out or fix its permissions)"
+    return ""
+
+
+FAULT_ENV = "CHARGEN_FAULT_INJECT"
+
+
+def _fault_point(stage: str) -> None:
+    """Fault injection for crash tests: ``CHARGEN_FAULT_INJECT=<action>@<stage>``.
+
+    Actions: ``kill`` (SIGKILL this process: a power cut), ``enospc`` (disk full), ``erofs``
+    (read-only file system). Stages, in order: open, write (half the bytes written), rename
+    (temp file complete), renamed (before the directory fsync). Unset in normal use: a no-op.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or "@" not in spec:
+        return
+    action, where = spec.split("@", 1)
+    if where != stage:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    elif action == "erofs":
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+
+def remove_stale_temp_files(directory: Path, pattern: str = ".*.tmp*") -> None:
+    """Delete temp files (``<name>.tmp<pid>``) left by chargen processes killed while saving."""
+    for tmp in directory.glob(pattern):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -137,9 +208,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if tokenizer.vocab_size != config.vocab_size:
         raise ChargenError(f"{path}: tokenizer has {tokenizer.vocab_size} symbols but the model "
                            f"expects {config.vocab_size}; the checkpoint metadata was altered")
-    summary = metadata.get("summary", {})
-    if not isinstance(summary, dict):
-        raise ChargenError(f"{path}: checkpoint metadata 'summary' must be an object")
+    summary = _validate_summary(metadata.get("summary"), path)
 
     with torch.device("meta"):
         expected = _state_dict_untied(CharLM(config))
@@ -179,19 +248,23 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def _read_metadata(path: Path) -> dict:
+    if not path.is_file():
+        raise ChargenError(f"{path}: not a regular file; give a checkpoint file or a run directory")
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            size = path.stat().st_size
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise ChargenError(f"{path}: cannot read checkpoint: {exc.strerror or exc}") from None
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    # safetensors: an 8-byte little-endian header length, then the JSON header itself.
+    header_len = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+    looks_like_safetensors = len(head) == 9 and head[8:9] == b"{" and header_len + 8 <= size
+    if not looks_like_safetensors and (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise ChargenError(f"{path}: this is a pickle/torch.save file; chargen only loads the "
                            ".safetensors checkpoints it writes and never unpickles files")
-    if len(head) < 8:
+    if len(head) < 9:
         raise ChargenError(f"{path}: not a chargen checkpoint (file is empty or truncated)")
-    (header_len,) = struct.unpack("<Q", head)
-    if header_len > MAX_HEADER_BYTES or header_len + 8 > size:
+    if not looks_like_safetensors or header_len > MAX_HEADER_BYTES:
         raise ChargenError(f"{path}: not a chargen checkpoint (bad safetensors header; truncated or another format)")
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
@@ -202,7 +275,7 @@ def _read_metadata(path: Path) -> dict:
         raise ChargenError(f"{path}: a safetensors file, but not a chargen checkpoint (no chargen metadata)")
     try:
         metadata = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # bad JSON, absurdly long numbers or nesting
         raise ChargenError(f"{path}: checkpoint metadata is not valid JSON; the file was altered") from None
     if not isinstance(metadata, dict):
         raise ChargenError(f"{path}: checkpoint metadata must be a JSON object")
@@ -231,7 +304,7 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
         if not ok:
             bounds = f" in [{low}, {high}]" if low is not None else ""
             expected = getattr(kind, "__name__", "a number")
-            raise ChargenError(f"{path}: model config '{name}' is {value!r}, expected {expected}{bounds}")
+            raise ChargenError(f"{path}: model config '{name}' is {_short(value)}, expected {expected}{bounds}")
         return value
 
     config = ModelConfig(
@@ -248,6 +321,52 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
     if approx > MAX_PARAMETERS:
         raise ChargenError(f"{path}: model config describes ~{approx:,} parameters; refusing absurd sizes")
     return config
+
+
+# What training records in a checkpoint: key -> (check, description). Other keys are ignored.
+def _count(v):
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62
+
+
+def _amount(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+SUMMARY_SCHEMA = {
+    "step": (_count, "a whole number >= 0"),
+    "epoch": (_amount, "a number >= 0"),
+    "elapsed": (_amount, "a number of seconds >= 0"),
+    "skipped_steps": (_count, "a whole number >= 0"),
+    "best_val_loss": (lambda v: v is None or (_amount(v)), "null or a number >= 0"),
+    "train_tokens": (_count, "a whole number >= 0"),
+    "val_tokens": (_count, "a whole number >= 0"),
+    "corpus": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of paths"),
+    "corpus_fingerprint": (lambda v: isinstance(v, str), "a string"),
+    "train_config": (lambda v: isinstance(v, dict), "an object"),
+    "optimizer_param_groups": (lambda v: isinstance(v, list) and all(isinstance(g, dict) for g in v),
+                               "a list of objects"),
+    "precision": (lambda v: isinstance(v, str), "a string"),
+    "saved_at": (lambda v: isinstance(v, str), "a string"),
+}
+REQUIRED_SUMMARY_KEYS = ("step",)
+
+
+def _validate_summary(summary, path: Path) -> dict:
+    if not isinstance(summary, dict):
+        raise ChargenError(f"{path}: checkpoint metadata lacks the training summary object")
+    for key in REQUIRED_SUMMARY_KEYS:
+        if key not in summary:
+            raise ChargenError(f"{path}: checkpoint summary lacks '{key}'; the metadata was altered")
+    for key, (check, description) in SUMMARY_SCHEMA.items():
+        if key in summary and not check(summary[key]):
+            raise ChargenError(f"{path}: checkpoint summary '{key}' is {_short(summary[key])}, "
+                               f"expected {description}; the metadata was altered")
+    return summary
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _load_tokenizer(data, path: Path) -> Tokenizer:

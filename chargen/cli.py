@@ -19,6 +19,14 @@ from . import __version__
 from .errors import ChargenError
 
 EXIT_USAGE = 2
+MAX_BEAM = 1000
+MAX_SAMPLE_LENGTH = 10_000_000
+
+
+def check_seed(seed: int | None, option: str = "--seed") -> None:
+    """torch seeds are 64-bit: say so instead of failing deep inside torch."""
+    if seed is not None and not -(1 << 63) <= seed < 1 << 64:
+        raise ChargenError(f"{option} {seed}: must be a whole number that fits in 64 bits")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -71,6 +79,7 @@ TRAIN_OPTIONS = {
     "epochs": ("stop after this many passes over the corpus (10 if no limit is given)", float),
     "val_frac": ("fraction of the corpus (its end) held out for validation", float),
     "eval_every": ("evaluate on the validation split and checkpoint every N steps", int),
+    "eval_tokens": ("validation tokens scored per evaluation, spread over the split (0 = all of it)", int),
     "log_every": ("write a metrics.jsonl line every N steps", int),
     "preview_length": ("tokens of sample shown at each evaluation (0 disables)", int),
     "out": ("run directory (default: checkpoints/<corpus>-<date>-<time>)", str),
@@ -171,19 +180,32 @@ def build_parser() -> ArgumentParser:
 
 def cmd_train(args) -> int:
     from .dashboard import Dashboard
-    from .train import TrainConfig, Trainer, TrainingInterrupted
+    from .train import LAST_NAME, TrainConfig, Trainer, TrainingAborted, TrainingInterrupted
 
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     if not args.corpus and not args.resume:
         raise ChargenError("chargen train: give a corpus (text files or directories), or --resume RUN")
-    with Dashboard(live=False if args.plain else None) as dashboard:
+    from .distributed import is_main_process
+    stopped = None
+    # Under torchrun only rank 0 reports; the other ranks must not draw a dashboard of their own.
+    with Dashboard(live=False if args.plain or not is_main_process() else None) as dashboard:
         trainer = Trainer(TrainConfig(**options), args.corpus, on_event=dashboard, resume=args.resume)
         try:
             trainer.run()
-        except TrainingInterrupted as stop:
-            dashboard.console.print(f"[yellow]stopped at step {stop.step}; checkpoint saved. "
-                                    f"Resume with:[/] chargen train --resume {stop.run_dir}")
-            return 128 + (stop.signal_number or signal.SIGINT)
+        except (TrainingInterrupted, TrainingAborted) as stop:
+            stopped = stop
+    # Said after the live panel has closed, so it is the last thing on the screen.
+    if isinstance(stopped, TrainingInterrupted):
+        dashboard.console.print(f"[yellow]stopped at step {stopped.step}; checkpoint saved to "
+                                f"{stopped.run_dir / LAST_NAME}. Resume with:[/] chargen train --resume "
+                                f"{stopped.run_dir}", soft_wrap=True)
+        return 128 + (stopped.signal_number or signal.SIGINT)
+    if isinstance(stopped, TrainingAborted):
+        last = stopped.run_dir / LAST_NAME
+        kept = (f"the last checkpoint, {last}, is intact; resume with: chargen train --resume {stopped.run_dir}"
+                if last.exists() else "no checkpoint had been saved yet")
+        dashboard.console.print(f"[red]aborted without saving;[/] {kept}", soft_wrap=True)
+        return 128 + stopped.signal_number
     return 0
 
 
@@ -192,8 +214,11 @@ def cmd_sample(args) -> int:
 
     if args.num_samples < 1 or args.num_samples > 10_000:
         raise ChargenError(f"--num-samples {args.num_samples}: must be between 1 and 10000")
-    if args.beam < 0:
-        raise ChargenError(f"--beam {args.beam}: must be >= 0 (0 turns beam search off)")
+    if not 0 <= args.beam <= MAX_BEAM:
+        raise ChargenError(f"--beam {args.beam}: must be between 0 (off) and {MAX_BEAM}")
+    if not 0 <= args.length <= MAX_SAMPLE_LENGTH:
+        raise ChargenError(f"--length {args.length}: must be between 0 and {MAX_SAMPLE_LENGTH:,}")
+    check_seed(args.seed)
     model = load(args.checkpoint, device=args.device)
     prime = unescape(args.prime)
     settings = dict(temp=args.temp, top_k=args.top_k, top_p=args.top_p, length=args.length,
@@ -344,3 +369,15 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (e.g. `chargen sample ... | head`): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the environment said no (disk full, permissions): a line, not a trace
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"chargen {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        if debug:
+            raise
+        print(f"chargen {args.command}: error: out of memory; try a smaller model, batch or text",
+              file=sys.stderr)
+        return EXIT_USAGE

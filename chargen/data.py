@@ -2,8 +2,8 @@
 
 The corpus is read as a stream of text chunks, encoded once into a flat token file (the smallest
 unsigned dtype that holds the vocabulary) and memory-mapped from then on, so even a corpus of
-gigabytes never lives in memory as Python objects. The cache is keyed by the files' identity and
-the tokenizer settings and shared by every run in the same checkpoints folder.
+gigabytes never lives in memory as Python objects. The cache is keyed by a hash of the files'
+contents and the tokenizer settings and shared by every run in the same checkpoints folder.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .checkpoint import remove_stale_temp_files
 from .errors import ChargenError
 from .tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 
 READ_BLOCK_BYTES = 8 << 20
 DOCUMENT_SEPARATOR = "\n\n"  # between files, so documents do not run into each other
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed by file contents
+FILE_INDEX_NAME = "files.json"  # path -> (size, mtime, inode, sha256), in the cache folder
 
 
 def find_text_files(paths: list[str | os.PathLike]) -> list[Path]:
@@ -53,6 +55,13 @@ def find_text_files(paths: list[str | os.PathLike]) -> list[Path]:
         if not os.access(path, os.R_OK):
             raise ChargenError(f"{path}: permission denied (cannot read the file)")
     return files
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 1  # unknown: let the reader report the real error
 
 
 def _looks_like_text(path: Path) -> bool:
@@ -135,10 +144,54 @@ class Corpus:
         return self.tokens[:cut], self.tokens[cut:]
 
 
-def _cache_key(files: list[Path], settings: dict) -> str:
-    identity = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    blob = json.dumps({"files": identity, "settings": settings, "format": CACHE_FORMAT}, sort_keys=True)
+def _cache_key(files: list[Path], settings: dict, cache_dir: Path) -> str:
+    """Hash of the files' contents (in order) and the tokenizer settings.
+
+    Keyed by content, not by path or modification time, so a copied, moved or touched corpus
+    still hits the cache and an edited one never does.
+    """
+    digests = file_digests(files, cache_dir / FILE_INDEX_NAME)
+    blob = json.dumps({"files": digests, "settings": settings, "format": CACHE_FORMAT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def file_digests(files: list[Path], index_path: Path) -> list[str]:
+    """SHA-256 of each file's bytes.
+
+    Hashing 500 MB takes about a second, too long for every start. So, like git's index, the
+    digest is recorded in ``index_path`` with the file's size, mtime and inode, and reused while
+    those are unchanged: a warm start reads one small JSON file and calls ``stat``.
+    """
+    try:
+        index = json.loads(index_path.read_text())
+        if not isinstance(index, dict):
+            index = {}
+    except (OSError, ValueError):
+        index = {}
+    digests, changed = [], False
+    for path in files:
+        name, st = str(path.resolve()), path.stat()
+        identity = [st.st_size, st.st_mtime_ns, st.st_ino]
+        entry = index.get(name)
+        if isinstance(entry, list) and len(entry) == 4 and entry[:3] == identity:
+            digests.append(entry[3])
+            continue
+        try:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as exc:
+            raise ChargenError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        index[name], changed = identity + [digest], True
+        digests.append(digest)
+    if changed:
+        try:  # best effort: without the index the next start hashes again, nothing worse
+            index_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = index_path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(index))
+            os.replace(tmp, index_path)
+        except OSError:
+            pass
+    return digests
 
 
 def load_corpus(paths: list[str | os.PathLike], *, tokenizer: Tokenizer | None = None,
@@ -152,6 +205,9 @@ def load_corpus(paths: list[str | os.PathLike], *, tokenizer: Tokenizer | None =
     are stored there and reused on the next call with the same files and settings.
     """
     files = find_text_files(paths)
+    if all(_size(p) == 0 for p in files):
+        raise ChargenError(f"{files[0] if len(files) == 1 else ', '.join(map(str, files[:3]))}: "
+                           "is empty, nothing to train on")
     if tokenizer is not None:
         settings = {"tokenizer": tokenizer.to_dict()}
     else:
@@ -161,7 +217,7 @@ def load_corpus(paths: list[str | os.PathLike], *, tokenizer: Tokenizer | None =
     cache_path = meta_path = None
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
-        key = _cache_key(files, settings)
+        key = _cache_key(files, settings, cache_dir)
         cache_path, meta_path = cache_dir / f"{key}.tokens", cache_dir / f"{key}.json"
         cached = _read_cache(cache_path, meta_path)
         if cached is not None:
@@ -176,18 +232,30 @@ def load_corpus(paths: list[str | os.PathLike], *, tokenizer: Tokenizer | None =
         parts = [tokenizer.encode(chunk).astype(dtype) for chunk in iter_text(files, encoding)]
         tokens = np.concatenate(parts) if parts else np.zeros(0, dtype)
     else:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
+        # Tokens first, then the metadata that vouches for them, each renamed into place whole:
+        # a crash at any point leaves no cache entry or a complete one, never a torn one.
+        tmp = cache_path.with_name(f"{cache_path.name}.tmp{os.getpid()}")
+        tmp_meta = meta_path.with_name(f"{meta_path.name}.tmp{os.getpid()}")
         try:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(cache_path.parent, "*.tmp*")  # left by killed runs
             with open(tmp, "wb") as out:
                 for chunk in iter_text(files, encoding):
                     out.write(tokenizer.encode(chunk).astype(dtype).tobytes())
             meta = {"format": CACHE_FORMAT, "dtype": dtype.name, "tokenizer": tokenizer.to_dict(),
                     "count": tmp.stat().st_size // dtype.itemsize}
+            tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp, cache_path)
-            meta_path.write_text(json.dumps(meta))
+            os.replace(tmp_meta, meta_path)
+        except OSError as exc:
+            raise ChargenError(f"{cache_path.parent}: cannot write the token cache: {exc.strerror or exc}; "
+                               "free some disk space or choose a writable --out") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            for leftover in (tmp, tmp_meta):
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass
         tokens, tokenizer = _read_cache(cache_path, meta_path)
     if len(tokens) == 0:
         raise ChargenError(f"{files[0] if len(files) == 1 else 'the corpus'}: is empty, nothing to train on")

@@ -7,6 +7,7 @@ the dashboard is one consumer, tests are another.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import BEST_NAME, LAST_NAME, atomic_write_bytes, load_checkpoint, save_checkpoint
+from . import distributed
+from .checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, atomic_write_bytes, load_checkpoint,
+                         remove_stale_temp_files, save_checkpoint)
 from .data import Corpus, StreamBatches, find_text_files, iter_text, load_corpus
 from .engine import cpu_has_native_bf16
 from .errors import ChargenError, describe_chars
@@ -32,6 +35,11 @@ from .sampling import Sampler, SamplingSettings
 from .tokenizers import CharTokenizer, TOKENIZER_KINDS, Tokenizer
 
 MAX_BAD_STEPS_IN_A_ROW = 5
+MAX_PREVIEW_LENGTH = 10_000
+# Options that may differ when resuming: the budget and how the run is watched or executed.
+# Everything else (model, data, optimizer settings) is the run's own and must stay as saved.
+RESUME_OVERRIDABLE = ("max_steps", "max_time", "epochs", "eval_every", "eval_tokens", "log_every", "preview_length",
+                      "device", "precision", "compile", "lr")
 
 
 @dataclass
@@ -64,6 +72,7 @@ class TrainConfig:
     # evaluation and output
     val_frac: float = 0.1
     eval_every: int = 200
+    eval_tokens: int = 1_000_000  # validation tokens scored per evaluation; 0 = the whole split
     log_every: int = 10
     preview_length: int = 160
     out: str | None = None
@@ -84,7 +93,7 @@ class TrainConfig:
 
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every", "log_every"):
             value = getattr(self, name)
-            need(isinstance(value, int) and 1 <= value <= 1_000_000, name, value, "must be a whole number >= 1")
+            need(isinstance(value, int) and 1 <= value <= 1_000_000, name, value, "must be a whole number from 1 to 1000000")
         need(self.layers <= 64, "layers", self.layers, "must be at most 64")
         need(self.hidden <= 16384, "hidden", self.hidden, "must be at most 16384")
         need(self.cell in CELLS, "cell", self.cell, f"choose one of {', '.join(CELLS)}")
@@ -101,7 +110,12 @@ class TrainConfig:
         need(self.max_time is None or (finite(self.max_time) and self.max_time > 0), "max_time", self.max_time, "must be > 0 (e.g. 90s, 5m, 2h)")
         need(self.epochs is None or (finite(self.epochs) and self.epochs > 0), "epochs", self.epochs, "must be a number > 0")
         need(finite(self.val_frac) and 0 <= self.val_frac < 1, "val_frac", self.val_frac, "must be in [0, 1)")
-        need(isinstance(self.preview_length, int) and self.preview_length >= 0, "preview_length", self.preview_length, "must be >= 0")
+        need(isinstance(self.eval_tokens, int) and self.eval_tokens >= 0, "eval_tokens", self.eval_tokens,
+             "must be a whole number >= 0 (0 scores the whole validation split)")
+        need(isinstance(self.preview_length, int) and 0 <= self.preview_length <= MAX_PREVIEW_LENGTH,
+             "preview_length", self.preview_length, f"must be between 0 and {MAX_PREVIEW_LENGTH}")
+        need(isinstance(self.seed, int) and -(1 << 63) <= self.seed < 1 << 64, "seed", self.seed,
+             "must be a whole number that fits in 64 bits")
         need(self.precision in ("auto", "fp32", "bf16"), "precision", self.precision, "choose auto, fp32 or bf16")
         need(self.normalize in (None, "NFC", "NFKC"), "normalize", self.normalize, "choose NFC or NFKC")
         return self
@@ -168,6 +182,14 @@ class RunFinished:
 Event = RunStarted | StepDone | EvalDone | CheckpointSaved | RunFinished
 
 
+class TrainingAborted(KeyboardInterrupt):
+    """A second Ctrl-C/SIGTERM: stopped at once without saving; the last checkpoint is intact."""
+
+    def __init__(self, run_dir: Path, signal_number: int):
+        self.run_dir, self.signal_number = run_dir, signal_number
+        super().__init__(f"aborted; the last checkpoint in {run_dir} is intact")
+
+
 class TrainingInterrupted(Exception):
     """Training stopped early on request (Ctrl-C, SIGTERM); a checkpoint was written."""
 
@@ -198,38 +220,74 @@ class EvalResult:
                 "perplexity": self.perplexity, "tokens": self.tokens, "chars": self.chars}
 
 
+LOGITS_PER_GROUP = 1 << 24  # logits alive at once during evaluation: 64 MB of fp32
+
+
 @torch.inference_mode()
 def evaluate(model: CharLM, tokens: np.ndarray, tokenizer: Tokenizer, *, autocast=nullcontext,
-             stream_len: int = 2048, burn_in: int = 256, chunk_len: int = 256) -> EvalResult:
+             stream_len: int = 2048, burn_in: int = 256, chunk_len: int = 256,
+             max_tokens: int | None = None, dist=None) -> EvalResult:
     """Loss over every token of ``tokens`` (each predicted from the ones before it).
 
     The text is cut into streams of ``stream_len`` predictions that run side by side for speed.
     Each stream first reads the ``burn_in`` tokens before its own part without scoring them, so
     every prediction has real context, as if the whole text were read in one pass. The figure is
     then comparable with published per-char losses.
+
+    ``max_tokens`` caps the work for huge validation splits: about that many predictions are
+    scored, in whole streams spread evenly over the text, the same ones at every call. Streams
+    are processed a group at a time, so memory stays small whatever the text's length (``tokens``
+    may be a memory map). With ``dist`` (a ``chargen.distributed.Distributed``) each rank scores
+    its share of the streams and the totals are summed over ranks.
     """
-    device = next(model.parameters()).device
     n = len(tokens)
     if n < 2:
         raise ChargenError("the evaluation text is too short (it needs at least 2 tokens)")
-    tokens = np.asarray(tokens, dtype=np.int64)
-    streams = math.ceil((n - 1) / stream_len)
+    if max_tokens and max_tokens < n - 1:
+        stream_len = min(stream_len, max_tokens)
+        count = math.ceil((n - 1) / stream_len)
+        keep = min(count, max(1, max_tokens // stream_len))
+        chosen = np.unique(np.linspace(0, count - 1, keep).round().astype(np.int64))
+    else:
+        chosen = np.arange(math.ceil((n - 1) / stream_len))
+    if dist is not None:
+        chosen = chosen[dist.rank::dist.world_size]
+    device = next(model.parameters()).device
+    group = max(1, LOGITS_PER_GROUP // (chunk_len * model.config.vocab_size))
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # nats, predictions, chars
+    for i in range(0, len(chosen), group):
+        totals += _score_streams(model, tokens, tokenizer, chosen[i:i + group], stream_len, burn_in,
+                                 chunk_len, autocast, device)
+    model.train(was_training)
+    if dist is not None:
+        totals = dist.sum(totals)
+    nats, predicted, chars = totals.tolist()
+    return EvalResult(nats / predicted, nats / max(chars, 1), int(predicted), int(chars))
+
+
+def _score_streams(model: CharLM, tokens: np.ndarray, tokenizer: Tokenizer, streams: np.ndarray,
+                   stream_len: int, burn_in: int, chunk_len: int, autocast, device) -> torch.Tensor:
+    """[summed nats, predictions, chars] of the given streams, run side by side."""
+    n = len(tokens)
     # Stream s scores the targets at positions [first, last) and reads from `begin` on.
-    firsts = [1 + s * stream_len for s in range(streams)]
+    firsts = [1 + int(s) * stream_len for s in streams]
     begins = [max(0, first - 1 - burn_in) for first in firsts]
     lasts = [min(first + stream_len, n) for first in firsts]
     width = max(last - begin - 1 for begin, last in zip(begins, lasts))
-    inputs = torch.zeros(streams, width, dtype=torch.long)
-    targets = torch.zeros(streams, width, dtype=torch.long)
-    scored = torch.zeros(streams, width, dtype=torch.bool)
-    for s, (begin, first, last) in enumerate(zip(begins, firsts, lasts)):
+    inputs = torch.zeros(len(streams), width, dtype=torch.long)
+    targets = torch.zeros(len(streams), width, dtype=torch.long)
+    scored = torch.zeros(len(streams), width, dtype=torch.bool)
+    chars = 0
+    for row, (begin, first, last) in enumerate(zip(begins, firsts, lasts)):
+        window = torch.from_numpy(np.asarray(tokens[begin:last], dtype=np.int64))
         size = last - begin - 1
-        inputs[s, :size] = torch.from_numpy(tokens[begin:last - 1])
-        targets[s, :size] = torch.from_numpy(tokens[begin + 1:last])
-        scored[s, first - 1 - begin:size] = True
-
-    was_training = model.training
-    model.eval()
+        inputs[row, :size] = window[:-1]
+        targets[row, :size] = window[1:]
+        scored[row, first - 1 - begin:size] = True
+        # Per char: the chars of the scored text (exact for char and byte tokenizers).
+        chars += tokenizer.count_chars(np.asarray(tokens[first:last]))
     state: State = None
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in range(0, width, chunk_len):
@@ -239,13 +297,9 @@ def evaluate(model: CharLM, tokens: np.ndarray, tokenizer: Tokenizer, *, autocas
         losses = F.cross_entropy(logits.float().transpose(1, 2), targets[:, start:start + chunk_len].to(device),
                                  reduction="none")
         total += (losses * scored[:, start:start + chunk_len].to(device)).sum()
-    model.train(was_training)
-    predicted = n - 1
-    nats_per_token = total.item() / predicted
-    # Per char: tokens of the scored text per char of it (exact for the char tokenizer).
-    tokens_per_char = n / max(tokenizer.count_chars(tokens), 1)
-    return EvalResult(nats_per_token, nats_per_token * tokens_per_char, predicted,
-                      round(predicted / tokens_per_char))
+    predicted = sum(last - first for first, last in zip(firsts, lasts))
+    return torch.stack([total, torch.tensor(float(predicted), dtype=torch.float64, device=device),
+                        torch.tensor(float(chars), dtype=torch.float64, device=device)])
 
 
 # ---- devices ---------------------------------------------------------------------------------
@@ -302,28 +356,44 @@ class Trainer:
         self.on_event = on_event or (lambda event: None)
         self._stop_signal: int | None = None
         self._stop_requested = threading.Event()
-        resumed = load_checkpoint(Path(resume) / LAST_NAME if Path(resume).is_dir() else resume,
-                                  training_state=True) if resume else None
+        resumed = load_resumable(resume) if resume else None
         if resumed is not None:
             config = self._config_for_resume(config, resumed, resume)
-            corpus_paths = corpus_paths or resumed.summary.get("corpus", [])
+            if not corpus_paths:
+                corpus_paths = resumed.summary.get("corpus", [])
+                gone = [p for p in corpus_paths if not Path(p).exists()]
+                if gone:
+                    raise ChargenError(f"{gone[0]}: this run's corpus is no longer there; if it moved, "
+                                       f"give its new place: chargen train NEW_PATH --resume {resume}")
         self.config = config.validate()
         torch.manual_seed(config.seed)
-        self.device = pick_device(config.device)
+        # Under torchrun: join the job; each rank trains its own streams of the batch.
+        self.dist, self.device = distributed.setup(pick_device(config.device))
+        if not self.dist.is_main:
+            self.on_event = lambda event: None  # rank 0 alone reports
+        if config.batch_size % self.dist.world_size:
+            raise ChargenError(f"--batch-size {config.batch_size}: must be divisible by the number of "
+                               f"processes ({self.dist.world_size}); it is the total over all of them")
         self.precision = resolve_precision(config.precision, self.device)
         self.autocast = autocast_for(self.device, self.precision)
 
-        self.run_dir = Path(resume if resume and Path(resume).is_dir() else
-                            (resumed.path.parent if resumed else make_run_dir(config.out, corpus_paths)))
+        self.run_dir = self.dist.broadcast_object(  # a generated name is rank 0's
+            resumed.path.parent if resumed else make_run_dir(config.out, corpus_paths))
+        check_writable(self.run_dir, "--resume" if resumed else "--out")  # fail before reading the corpus
         init = load_checkpoint(config.init_from) if config.init_from and not resumed else None
         tokenizer = resumed.tokenizer if resumed else self._init_tokenizer(init, corpus_paths)
-        self.corpus: Corpus = load_corpus(
-            corpus_paths, tokenizer=tokenizer, tokenizer_kind=config.tokenizer,
-            vocab_size=config.vocab_size, normalize=config.normalize, encoding=config.encoding,
-            cache_dir=self.run_dir.parent / ".cache")
+        with self.dist.local_main_first():  # one process per machine encodes; the rest hit the cache
+            self.corpus: Corpus = load_corpus(
+                corpus_paths, tokenizer=tokenizer, tokenizer_kind=config.tokenizer,
+                vocab_size=config.vocab_size, normalize=config.normalize, encoding=config.encoding,
+                cache_dir=self.run_dir.parent / ".cache")
         self.tokenizer = self.corpus.tokenizer
         train_tokens, self.val_tokens = self.corpus.split(config.val_frac)
-        self.batches = StreamBatches(train_tokens, config.batch_size, config.seq_len)
+        self.corpus_fingerprint = corpus_fingerprint(train_tokens)
+        if resumed:
+            self._check_same_corpus(resumed, train_tokens)
+        self.batches = StreamBatches(train_tokens, config.batch_size, config.seq_len,
+                                     streams=self.dist.streams(config.batch_size))
         if config.val_frac > 0 and len(self.val_tokens) < 2:
             raise ChargenError(f"--val-frac {config.val_frac}: the validation split is empty for this "
                                "small corpus; raise it or use --val-frac 0")
@@ -336,18 +406,31 @@ class Trainer:
             self.model = grow_vocab(init.model, self.tokenizer.vocab_size) if config.extend_vocab else init.model
             self.model.drop.p = config.dropout
         else:
+            check_model_fits(config, self.tokenizer.vocab_size, self.device)
             self.model = CharLM(config.model_config(self.tokenizer.vocab_size))
         self.model.to(self.device).train()
         self.optimizer = make_optimizer(self.model, config, self.device)
-        self.step_fn = torch.compile(self.model) if config.compile else self.model
+        train_model = self.dist.wrap_model(self.model, self.device)  # DDP under torchrun
+        self.step_fn = torch.compile(train_model) if config.compile else train_model
+        if self.dist.enabled:
+            torch.manual_seed(config.seed + self.dist.rank)  # own dropout masks for own streams
 
+        self._lock = None
         self.step, self.elapsed_before, self.skipped_steps = 0, 0.0, 0
         self._last_eval_seconds = 0.0
         self.best_val_loss: float | None = None
         self.state: State = None
         if resumed:
             self._restore(resumed)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ChargenError(f"--out {self.run_dir}: cannot create the run directory: "
+                               f"{exc.strerror or exc}; choose another --out") from None
+        self._lock = None
+        if self.dist.is_main:  # the only writer; other ranks would find the lock taken
+            self._lock = lock_run_dir(self.run_dir)
+            remove_stale_temp_files(self.run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._trim_metrics()
 
@@ -359,12 +442,39 @@ class Trainer:
         if not isinstance(saved, dict):
             raise ChargenError(f"{resume}: checkpoint has no training state to resume (is it a 'last' checkpoint?)")
         known = {f.name for f in fields(TrainConfig)}
-        merged = TrainConfig(**{k: v for k, v in saved.items() if k in known})
-        # The budget may be changed when resuming (train longer); the rest is the run's own.
-        for name in ("max_steps", "max_time", "epochs", "eval_every"):
-            if getattr(config, name) != getattr(TrainConfig, name, None):
-                setattr(merged, name, getattr(config, name))
+        try:
+            merged = TrainConfig(**{k: v for k, v in saved.items() if k in known}).validate()
+        except ChargenError as exc:
+            raise ChargenError(f"{resume}: the saved training config is invalid ({exc}); "
+                               "the checkpoint metadata was altered") from None
+        # An option the user set (it differs from the default) overrides the saved one if it may
+        # change (train longer, another device); otherwise it must agree with the run.
+        for f in fields(TrainConfig):
+            given, default = getattr(config, f.name), f.default
+            if f.name in ("out", "init_from", "extend_vocab") or given == default:
+                continue
+            if f.name in RESUME_OVERRIDABLE:
+                setattr(merged, f.name, given)
+            elif given != getattr(merged, f.name):
+                flag = "--" + f.name.replace("_", "-")
+                raise ChargenError(f"{flag} {given}: this run was trained with {flag} "
+                                   f"{getattr(merged, f.name)} and a resumed run must keep it; only "
+                                   f"{', '.join('--' + n.replace('_', '-') for n in RESUME_OVERRIDABLE)} "
+                                   "may change. Start a new run (or --init-from) to change it")
         return merged
+
+    def _check_same_corpus(self, resumed, train_tokens: np.ndarray) -> None:
+        """A resumed run must see the very tokens it was trained on, or its data position means nothing."""
+        summary = resumed.summary
+        want = summary.get("corpus_fingerprint")
+        same = (summary.get("train_tokens") in (None, len(train_tokens))
+                and (want is None or want == self.corpus_fingerprint))
+        if not same:
+            raise ChargenError(
+                f"{', '.join(str(p) for p in self.corpus.files)}: not the text this run was trained on "
+                f"(it had {summary.get('train_tokens', '?'):,} training tokens, this has "
+                f"{len(train_tokens):,}); resume with the original corpus, or start a new run from "
+                f"these weights with --init-from {resumed.path}")
 
     def _init_tokenizer(self, init, corpus_paths) -> Tokenizer | None:
         if init is None:
@@ -382,28 +492,60 @@ class Trainer:
         return tokenizer
 
     def _restore(self, resumed) -> None:
-        summary, tensors = resumed.summary, resumed.training_state
-        self.step = int(summary["step"])
+        summary, tensors, path = resumed.summary, resumed.training_state, resumed.path
+
+        def bad(what: str) -> ChargenError:
+            return ChargenError(f"{path}: {what}; the checkpoint was altered, resume is impossible "
+                                "(the weights can still be used with --init-from)")
+
+        self.step = summary["step"]
         self.elapsed_before = float(summary.get("elapsed", 0.0))
-        self.skipped_steps = int(summary.get("skipped_steps", 0))
+        self.skipped_steps = summary.get("skipped_steps", 0)
         self.best_val_loss = summary.get("best_val_loss")
-        optimizer_state = {"state": {}, "param_groups": summary["optimizer_param_groups"]}
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        groups = summary.get("optimizer_param_groups")
+        if not groups or len(groups) != len(self.optimizer.param_groups) or any(
+                not isinstance(g.get("params"), list) or len(g["params"]) != len(own["params"])
+                for g, own in zip(groups, self.optimizer.param_groups)):
+            raise bad("its optimizer settings do not match the model")
+        optimizer_state = {"state": {}, "param_groups": groups}
         for name, tensor in tensors.items():
-            if name.startswith("optim."):
-                _, index, key = name.split(".", 2)
-                optimizer_state["state"].setdefault(int(index), {})[key] = tensor
-        self.optimizer.load_state_dict(optimizer_state)
-        if "rng.torch" in tensors:
-            torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
+            if not name.startswith("optim."):
+                continue
+            _, index, key = (name.split(".", 2) + ["", ""])[:3]
+            if not index.isdigit() or int(index) >= len(params) or key not in ("step", "exp_avg", "exp_avg_sq"):
+                raise bad(f"unexpected optimizer tensor {name}")
+            want = () if key == "step" else tuple(params[int(index)].shape)
+            if tuple(tensor.shape) != want or not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+                raise bad(f"optimizer tensor {name} has the wrong shape, type or non-finite values")
+            optimizer_state["state"].setdefault(int(index), {})[key] = tensor
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+            if "rng.torch" in tensors:
+                torch.set_rng_state(tensors["rng.torch"])
+            if "rng.cuda" in tensors and self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors["rng.cuda"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise bad(f"its optimizer or RNG state does not load ({exc})") from None
         if "rnn_state.h" in tensors:
-            h = tensors["rnn_state.h"].to(self.device)
-            self.state = (h, tensors["rnn_state.c"].to(self.device)) if "rnn_state.c" in tensors else h
+            c = self.model.config
+            want = (c.layers, self.config.batch_size, c.hidden)
+            h, cell = tensors["rnn_state.h"], tensors.get("rnn_state.c")
+            for t in (h, cell) if cell is not None else (h,):
+                if tuple(t.shape) != want or not t.is_floating_point() or not torch.isfinite(t).all():
+                    raise bad("its carried recurrent state has the wrong shape or non-finite values")
+            if (cell is not None) != c.cell.startswith("lstm"):  # LSTMs carry (h, c), others h
+                raise bad("its carried recurrent state does not fit the cell")
+            h = h.to(self.device)
+            self.state = (h, cell.to(self.device)) if cell is not None else h
+            self.state = self.dist.my_state(self.state, self.config.batch_size)
+        ranks_rng = tensors.get("rng.torch.ranks")
+        if self.dist.enabled and ranks_rng is not None and len(ranks_rng) == self.dist.world_size:
+            torch.set_rng_state(ranks_rng[self.dist.rank].clone())
 
     def _trim_metrics(self) -> None:
         """On resume, drop metric lines past the resumed step so none is duplicated."""
-        if not self.metrics_path.exists():
+        if not self.dist.is_main or not self.metrics_path.exists():
             return
         kept = []
         for line in self.metrics_path.read_text().splitlines():
@@ -412,7 +554,7 @@ class Trainer:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line torn by a crash
-        atomic_write_bytes(self.metrics_path, ("\n".join(kept) + "\n" if kept else "").encode())
+        atomic_write_bytes(self.metrics_path, ("\n".join(kept) + "\n" if kept else "").encode(), "metrics log")
 
     # -- budget --
 
@@ -467,7 +609,9 @@ class Trainer:
 
         def handler(signum, frame):
             if self._stop_requested.is_set():
-                raise KeyboardInterrupt  # second Ctrl-C: abort now; the last checkpoint stays
+                # Second Ctrl-C: abort now. A save in progress is abandoned (its temp file is
+                # removed), so the last complete checkpoint stays as it was.
+                raise TrainingAborted(self.run_dir, signum)
             self.request_stop(signum)
 
         previous = {}
@@ -486,9 +630,16 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()
         try:
             return self._loop()
+        except torch.cuda.OutOfMemoryError:
+            raise ChargenError(f"out of GPU memory at step {self.step + 1}; lower --batch-size, --seq-len "
+                               f"or --hidden (checkpoints already in {self.run_dir} are intact)") from None
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
+            if self._lock is not None:
+                self._lock.close()  # releases the run directory for a later --resume
+                self._lock = None
+            self.dist.close()
 
     def _loop(self) -> RunFinished:
         c = self.config
@@ -500,8 +651,10 @@ class Trainer:
         reason = None
         while True:
             elapsed = self.elapsed_before + time.perf_counter() - started
+            # All ranks stop together and follow one clock, or their collectives stop matching.
+            elapsed, stop = self.dist.agree(elapsed, self._stop_requested.is_set())
             reason = self.finished_reason(elapsed)
-            if reason or self._stop_requested.is_set():
+            if reason or stop:
                 break
             progress = self.progress(elapsed)
             lr = self.lr_at(progress)
@@ -519,16 +672,16 @@ class Trainer:
             loss.backward()
             # The norm before clipping is what tells you training is unstable: log that one.
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip).item()
-            loss_value = loss.item()
+            loss_value = self.dist.mean(loss).item()  # the whole batch's loss, the same on every rank
             if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+                # Skip the update: the weights stay as they were; move on to the next batch.
                 self.skipped_steps += 1
                 bad_in_a_row += 1
                 self.optimizer.zero_grad(set_to_none=True)
-                if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
-                    raise ChargenError(
-                        f"training diverged: loss or gradients were NaN/inf for {bad_in_a_row} steps in a "
-                        f"row (last at step {self.step + 1}); lower --lr (now {c.lr:g}) or --grad-clip")
+                self.step += 1
                 self.state = None
+                if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
+                    raise ChargenError(self._diverged_message(bad_in_a_row))
                 continue
             bad_in_a_row = 0
             self.optimizer.step()
@@ -555,11 +708,20 @@ class Trainer:
         if reason is None:  # stopped on request: keep what we have, say how to go on
             self._save(LAST_NAME, elapsed)
             raise TrainingInterrupted(self.run_dir, self.step, self._stop_signal)
-        if self.step % c.eval_every != 0 or not (self.run_dir / LAST_NAME).exists():
+        if self.step % c.eval_every != 0 or not self.dist.main_says((self.run_dir / LAST_NAME).exists()):
             self._evaluate_and_save(elapsed)
         finished = RunFinished(self.run_dir, self.step, elapsed, self.best_val_loss, reason)
         self.on_event(finished)
         return finished
+
+    def _diverged_message(self, bad_in_a_row: int) -> str:
+        last = self.run_dir / LAST_NAME
+        where = (f"the last good checkpoint is {last}; continue from it with a lower rate: "
+                 f"chargen train --resume {self.run_dir} --lr {self.config.lr / 3:.2g}"
+                 if last.exists() else "no checkpoint was saved yet")
+        return (f"training diverged at step {self.step}: the loss or gradients were NaN/inf for "
+                f"{bad_in_a_row} steps in a row (skipped, not applied); lower the learning rate "
+                f"(--lr, now {self.config.lr:g}) or --grad-clip; {where}")
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -569,13 +731,14 @@ class Trainer:
     def _evaluate_and_save(self, elapsed: float) -> None:
         if self.config.val_frac > 0:
             eval_started = time.perf_counter()
-            result = evaluate(self.model, self.val_tokens, self.tokenizer, autocast=self.autocast)
+            result = evaluate(self.model, self.val_tokens, self.tokenizer, autocast=self.autocast,
+                              max_tokens=self.config.eval_tokens or None, dist=self.dist)
             self._last_eval_seconds = time.perf_counter() - eval_started
             val_loss = result.nats_per_char
             is_best = self.best_val_loss is None or val_loss < self.best_val_loss
             if is_best:
                 self.best_val_loss = val_loss
-            sample = self.preview()
+            sample = self.preview() if self.dist.is_main else ""
             self._log_metrics(step=self.step, time=round(elapsed, 3), val_loss=val_loss,
                               val_bpc=result.bits_per_char)
             self.on_event(EvalDone(self.step, val_loss, self.best_val_loss, is_best, sample))
@@ -597,8 +760,14 @@ class Trainer:
         return text
 
     def _log_metrics(self, **record) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if not self.dist.is_main:
+            return
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise ChargenError(f"{self.metrics_path}: cannot write metrics: {exc.strerror or exc}; free "
+                               f"some disk space, then continue with: chargen train --resume {self.run_dir}") from None
 
     def summary(self, elapsed: float) -> dict:
         return {
@@ -610,6 +779,7 @@ class Trainer:
             "train_tokens": len(self.batches.tokens),
             "val_tokens": len(self.val_tokens),
             "corpus": [str(p.resolve()) for p in self.corpus.files],
+            "corpus_fingerprint": self.corpus_fingerprint,
             "train_config": asdict(self.config),
             "precision": self.precision,
             "saved_at": datetime.now().isoformat(timespec="seconds"),
@@ -622,8 +792,11 @@ class Trainer:
         for index, values in self.optimizer.state_dict()["state"].items():
             for key, value in values.items():
                 tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
-        if self.state is not None:
-            h, c = self.state if isinstance(self.state, tuple) else (self.state, None)
+        if self.dist.enabled:  # each rank's own generator, so a resumed run draws the same masks
+            tensors["rng.torch.ranks"] = self.dist.gather_rng(torch.get_rng_state())
+        state = self.dist.gather_state(self.state)  # all streams, in order, from every rank
+        if state is not None:
+            h, c = state if isinstance(state, tuple) else (state, None)
             tensors["rnn_state.h"] = h
             if c is not None:
                 tensors["rnn_state.c"] = c
@@ -635,9 +808,95 @@ class Trainer:
                                f"good checkpoints. Lower --lr (now {self.config.lr:g})")
         summary = self.summary(elapsed)
         summary["optimizer_param_groups"] = self.optimizer.state_dict()["param_groups"]
-        save_checkpoint(self.run_dir / name, self.model, self.tokenizer, summary,
-                        self.training_state() if with_training_state else None)
+        training_state = self.training_state() if with_training_state else None  # every rank takes part
+        if not self.dist.is_main:
+            return  # rank 0 alone writes
+        try:
+            save_checkpoint(self.run_dir / name, self.model, self.tokenizer, summary, training_state)
+        except ChargenError as exc:  # disk full, read-only: say how to go on once it is fixed
+            then = (f"then continue with: chargen train --resume {self.run_dir}"
+                    if (self.run_dir / LAST_NAME).exists() else "then start the run again")
+            raise ChargenError(f"{exc}; {then}") from None
         self.on_event(CheckpointSaved(self.run_dir / name, self.step))
+
+
+def load_resumable(resume: str | os.PathLike) -> Checkpoint:
+    """The checkpoint ``--resume`` continues from: a run directory's last one, or a file."""
+    path = Path(resume)
+    if path.is_dir():
+        if not (path / LAST_NAME).is_file():
+            raise ChargenError(f"--resume {path}: no {LAST_NAME} in this directory, nothing to resume "
+                               "(a run that never saved one starts over; --init-from takes a best checkpoint)")
+        path = path / LAST_NAME
+    resumed = load_checkpoint(path, training_state=True)
+    if not any(name.startswith("optim.") for name in resumed.training_state) or \
+            not isinstance(resumed.summary.get("train_config"), dict):
+        raise ChargenError(f"--resume {path}: this checkpoint has no optimizer state (only 'last' "
+                           f"checkpoints do); resume from the run directory, or fine-tune from it with "
+                           f"--init-from {path}")
+    return resumed
+
+
+def check_writable(run_dir: Path, option: str = "--out") -> None:
+    """A clear error now if the run directory cannot be created or written, not after encoding."""
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    fix = "choose another --out" if option == "--out" else "make it writable (or copy the run elsewhere)"
+    if not existing.is_dir():
+        raise ChargenError(f"{option} {run_dir}: {existing} is a file, not a directory; {fix}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ChargenError(f"{option} {run_dir}: {existing} is not writable; {fix}")
+
+
+def corpus_fingerprint(tokens: np.ndarray) -> str:
+    """A cheap identity of the training tokens (their count and up to 1M evenly spaced ones)."""
+    stride = max(1, len(tokens) // (1 << 20))
+    sample = np.ascontiguousarray(tokens[::stride], dtype=np.uint32)
+    return f"{len(tokens)}:" + hashlib.sha256(sample.tobytes()).hexdigest()[:16]
+
+
+def check_model_fits(config: TrainConfig, vocab_size: int, device: torch.device) -> None:
+    """Refuse, with a clear message, a model whose training state cannot fit in memory at all."""
+    with torch.device("meta"):
+        parameters = CharLM(config.model_config(vocab_size)).num_parameters()
+    # Weights, gradients and AdamW's two moments in fp32, plus the activations BPTT keeps.
+    needed = parameters * 16 + config.batch_size * config.seq_len * (
+        config.layers * config.hidden * 12 + vocab_size * 3) * 4
+    try:
+        if device.type == "cuda":
+            available = torch.cuda.get_device_properties(device).total_memory
+        else:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return  # cannot tell here (e.g. Windows): let the allocator decide
+    if needed > available:
+        raise ChargenError(
+            f"--layers {config.layers} --hidden {config.hidden}: a {parameters:,}-parameter model needs "
+            f"about {needed / 1e9:,.1f} GB to train, but this {device.type} has {available / 1e9:.1f} GB; "
+            "lower --hidden, --layers, --batch-size or --seq-len")
+
+
+def lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on the run directory so two trainers never write the same run.
+
+    The lock dies with the process (even on kill -9), so a crash never leaves it stuck.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; nothing to hold
+        return None
+    try:
+        handle = open(run_dir / ".lock", "a+")
+    except OSError as exc:
+        raise ChargenError(f"{run_dir}: cannot write in the run directory: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ChargenError(f"{run_dir}: another chargen process is training this run right now; "
+                           "wait for it to finish (or stop it) first") from None
+    return handle
 
 
 def make_optimizer(model: CharLM, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
