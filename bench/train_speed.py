@@ -9,7 +9,7 @@ state carried between steps; under ``torch.autocast`` for bf16. chargen runs its
 batches cut from the corpus, LR schedule, the NaN guard, metrics lines, events and the live
 dashboard (rendered to a string). Its chars/s is taken from the step events, after warm-up steps;
 the end-of-run checkpoint saves (last and best) are timed apart and shown as a share of the
-default 200-step eval interval, and so is the validation pass (useful work, not overhead). Rounds alternate between the two, and the medians are compared.
+default 200-step eval interval. (No validation split: evaluating is useful work, not overhead.) Rounds alternate between the two, and the medians are compared.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import nn
 
 import chargen
 from chargen.dashboard import Dashboard
-from chargen.train import CheckpointSaved, EvalDone, StepDone, resolve_precision
+from chargen.train import CheckpointSaved, StepDone, resolve_precision
 from rich.console import Console
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -64,10 +64,9 @@ def bare_chars_per_sec(args, precision: str) -> float:
     return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - started)
 
 
-def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> tuple[float, float, float]:
-    """chars/s of chargen's loop after warm-up; seconds of its final evaluation; of its saves."""
+def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> tuple[float, float]:
+    """chars/s of chargen's loop after warm-up, and seconds its end-of-run checkpoints took."""
     stamps: list[float] = []
-    evaluated: list[float] = []
     saved: list[float] = []
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
     dashboard = Dashboard(console=console, live=True)
@@ -76,8 +75,6 @@ def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> 
         if isinstance(event, StepDone):
             stamps.append(time.perf_counter())
         dashboard(event)
-        if isinstance(event, EvalDone):
-            evaluated.append(time.perf_counter())
         if isinstance(event, CheckpointSaved):
             saved.append(time.perf_counter())
 
@@ -86,10 +83,10 @@ def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> 
         chargen.train(str(corpus), on_event=on_event, out=str(workdir / f"run-{time.monotonic_ns()}"),
                       layers=args.layers, hidden=args.hidden, batch_size=args.batch_size,
                       seq_len=args.seq_len, dropout=args.dropout, max_steps=total, eval_every=total,
-                      preview_length=0, precision=precision, device=args.device, seed=0)
+                      val_frac=0.0, preview_length=0, precision=precision, device=args.device, seed=0)
     timed = stamps[args.warmup:]
     chars_per_sec = (len(timed) - 1) * args.batch_size * args.seq_len / (timed[-1] - timed[0])
-    return chars_per_sec, evaluated[0] - stamps[-1], saved[-1] - evaluated[0]
+    return chars_per_sec, saved[-1] - stamps[-1]
 
 
 def main() -> None:
@@ -123,20 +120,19 @@ def main() -> None:
             letters = "abcdefghijklmnopqrstuvwxyz ,.\n"
             corpus.write_text("".join(letters[i] for i in torch.randint(len(letters), (1_100_000,), generator=g).tolist()))
         print(f"{'precision':>9} | {'bare chars/s':>12} | {'chargen chars/s':>15} | {'ratio':>6} | "
-              f"checkpoint save (share of 200 steps) | val eval")
+              f"checkpoints (share of 200 steps)")
         for precision in args.precisions.split(","):
-            bare, ours, evals, saves = [], [], [], []
+            bare, ours, saves = [], [], []
             for _ in range(args.rounds):
                 bare.append(bare_chars_per_sec(args, precision))
-                speed, eval_s, save_s = chargen_chars_per_sec(args, precision, corpus, workdir)
+                speed, save_s = chargen_chars_per_sec(args, precision, corpus, workdir)
                 ours.append(speed)
-                evals.append(eval_s)
                 saves.append(save_s)
             b, c = statistics.median(bare), statistics.median(ours)
             interval_s = 200 * args.batch_size * args.seq_len / c  # the default --eval-every
             save_s = statistics.median(saves)
             print(f"{precision:>9} | {b:12,.0f} | {c:15,.0f} | {c / b:5.3f}x | {save_s:.2f} s "
-                  f"({100 * save_s / interval_s:.1f}%) | {statistics.median(evals):.2f} s")
+                  f"({100 * save_s / interval_s:.1f}%)")
 
 
 if __name__ == "__main__":
