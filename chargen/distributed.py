@@ -15,6 +15,7 @@ same step a single process would take on the whole batch.
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,10 +137,6 @@ class Distributed:
         dist.all_gather_object(parts, rng)
         return torch.stack(parts)
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
     @contextmanager
     def local_main_first(self):
         """Local rank 0 runs the block first (e.g. builds the token cache), then the others.
@@ -156,9 +153,11 @@ class Distributed:
     def close(self) -> None:
         """Leave the process group (only if we joined it)."""
         if self.owns_group and dist.is_initialized():
-            # Leave together: rank 0 is still writing its last checkpoint when the others are done,
-            # and tearing down while a peer is mid-way can hang the peer.
-            dist.barrier()
+            # The caller dropped its DDP wrapper: collect it now. A DDP module freed after the
+            # group is destroyed tears the group down itself while holding the GIL, and can
+            # deadlock with gloo's worker thread.
+            gc.collect()
+            dist.barrier()  # leave together: rank 0 may still be writing its last checkpoint
             dist.destroy_process_group()
             self.owns_group = False
 
@@ -179,8 +178,8 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
 
     On CUDA each rank takes the GPU numbered by its LOCAL_RANK and NCCL; on CPU gloo.
     """
-    if not launched_by_torchrun():
-        return Distributed(), device
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return Distributed(), device  # one process: nothing to coordinate
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
