@@ -21,6 +21,7 @@ from .errors import ChargenError
 EXIT_USAGE = 2
 MAX_BEAM = 1000
 MAX_SAMPLE_LENGTH = 10_000_000
+MAX_CORPUS_MB = 1_000_000  # a terabyte: more is a typo
 
 
 def check_seed(seed: int | None, option: str = "--seed") -> None:
@@ -330,8 +331,8 @@ def cmd_info(args) -> int:
 def cmd_corpus(args) -> int:
     from .corpora import build_corpus
 
-    if not (isinstance(args.max_mb, float) and math.isfinite(args.max_mb) and args.max_mb > 0):
-        raise ChargenError(f"--max-mb {args.max_mb}: must be a number > 0")
+    if not (isinstance(args.max_mb, float) and math.isfinite(args.max_mb) and 0 < args.max_mb <= MAX_CORPUS_MB):
+        raise ChargenError(f"--max-mb {args.max_mb}: must be a number > 0 and at most {MAX_CORPUS_MB:,}")
     out = build_corpus(args.name, args.out or Path("corpora") / f"{args.name}.txt", int(args.max_mb * (1 << 20)),
                        lag=args.lag)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

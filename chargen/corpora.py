@@ -57,8 +57,10 @@ def build_corpus(name: str, out: str | Path, max_bytes: int = 4 << 20, lag: int 
     if name not in CORPORA:
         raise ChargenError(f"unknown corpus {name!r}; available: {', '.join(CORPORA)}")
     if name == "long-lag":
-        from .tasks import long_lag_text
+        from .tasks import MAX_LAG, long_lag_text
 
+        if not (isinstance(lag, int) and 0 <= lag <= MAX_LAG):  # before the size check that uses it
+            raise ChargenError(f"--lag {lag}: must be a whole number in [0, {MAX_LAG}]")
         episode = lag + 4  # cue, distractors, '=', cue, newline (all ASCII: one byte a char)
         if max_bytes < episode:
             raise ChargenError(f"--max-mb: too small for even one episode of lag {lag}")

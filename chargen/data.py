@@ -79,9 +79,11 @@ def iter_text(files: list[Path], encoding: str = "utf-8") -> Iterator[str]:
     exactly as they are (CRLF stays CRLF) so the model learns the text as written.
     """
     try:
-        codecs.lookup(encoding)
+        codec = codecs.lookup(encoding)
     except LookupError:
         raise ChargenError(f"--encoding {encoding!r}: unknown text encoding (try utf-8, latin-1, cp1252, utf-16)") from None
+    if not getattr(codec, "_is_text_encoding", True):  # base64, zlib, rot13: not bytes -> text
+        raise ChargenError(f"--encoding {encoding!r}: not a text encoding (try utf-8, latin-1, cp1252, utf-16)")
     for index, path in enumerate(files):
         if index:
             yield DOCUMENT_SEPARATOR
@@ -104,6 +106,9 @@ def iter_text(files: list[Path], encoding: str = "utf-8") -> Iterator[str]:
                             f"{path}: invalid {encoding} at byte offset {offset - pending + exc.start}; "
                             f"pass --encoding (e.g. --encoding latin-1) if the file uses another encoding"
                         ) from None
+                    except UnicodeError as exc:  # e.g. utf-16 without a byte-order mark
+                        raise ChargenError(f"{path}: cannot decode as {encoding} ({exc}); pass the "
+                                           "file's real --encoding (e.g. utf-8, latin-1)") from None
                     if text:
                         yield text
                     if not block:
@@ -211,7 +216,9 @@ def load_corpus(paths: list[str | os.PathLike], *, tokenizer: Tokenizer | None =
     if tokenizer is not None:
         settings = {"tokenizer": tokenizer.to_dict()}
     else:
-        settings = {"kind": tokenizer_kind, "vocab_size": vocab_size, "normalize": normalize}
+        settings = {"kind": tokenizer_kind, "normalize": normalize}
+        if tokenizer_kind == "sentencepiece":  # the only kind a vocabulary size changes
+            settings["vocab_size"] = vocab_size
     settings["encoding"] = encoding.lower()
 
     cache_path = meta_path = None

@@ -25,6 +25,8 @@ from .tokenizers import Tokenizer
 PRIME_WINDOW = 2048
 FEED_CHUNK = 1024
 
+MAX_LENGTH = 10_000_000  # tokens per sample or reply; more is a typo (and hours of CPU)
+
 
 @dataclass
 class SamplingSettings:
@@ -44,8 +46,10 @@ class SamplingSettings:
             raise ChargenError(f"--top-k {self.top_k}: must be >= 0 (0 turns it off)")
         if not (0 < self.top_p <= 1):
             raise ChargenError(f"--top-p {self.top_p}: must be in (0, 1] (1 turns it off)")
-        if self.length < 0:
-            raise ChargenError(f"--length {self.length}: must be >= 0")
+        if not 0 <= self.length <= MAX_LENGTH:
+            raise ChargenError(f"--length {self.length}: must be between 0 and {MAX_LENGTH:,}")
+        if self.seed is not None and not -(1 << 63) <= self.seed < 1 << 64:  # torch seeds are 64-bit
+            raise ChargenError(f"--seed {self.seed}: must be a whole number that fits in 64 bits")
         if self.stop == "":
             raise ChargenError("--stop: the stop string must not be empty")
         return self

@@ -36,6 +36,8 @@ from .tokenizers import CharTokenizer, TOKENIZER_KINDS, Tokenizer
 
 MAX_BAD_STEPS_IN_A_ROW = 5
 MAX_PREVIEW_LENGTH = 10_000
+# Bigger budgets are typos, not plans; they would also overflow the step and epoch counters.
+MAX_STEPS, MAX_EPOCHS, MAX_SECONDS = 10**12, 10**6, 365 * 24 * 3600
 # Options that may differ when resuming: the budget and how the run is watched or executed.
 # Everything else (model, data, optimizer settings) is the run's own and must stay as saved.
 RESUME_OVERRIDABLE = ("max_steps", "max_time", "epochs", "eval_every", "eval_tokens", "log_every", "preview_length",
@@ -72,7 +74,9 @@ class TrainConfig:
     # evaluation and output
     val_frac: float = 0.1
     eval_every: int = 200
-    eval_tokens: int = 1_000_000  # validation tokens scored per evaluation; 0 = the whole split
+    # Validation tokens scored per evaluation (0 = the whole split). At the defaults that costs
+    # about a tenth of the compute of the 200 training steps between two evaluations.
+    eval_tokens: int = 250_000
     log_every: int = 10
     preview_length: int = 160
     out: str | None = None
@@ -102,13 +106,16 @@ class TrainConfig:
         need(finite(self.dropout) and 0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
         need(finite(self.lr) and 0 < self.lr <= 10, "lr", self.lr, "must be a number in (0, 10]")
         need(finite(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac", self.min_lr_frac, "must be in [0, 1]")
-        need(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        need(isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= MAX_STEPS, "warmup_steps",
+             self.warmup_steps, f"must be >= 0 and at most {MAX_STEPS:.0e}")
         need(finite(self.weight_decay) and 0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "must be in [0, 1]")
         need(finite(self.grad_clip) and self.grad_clip > 0, "grad_clip", self.grad_clip, "must be a number > 0")
-        need(self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps >= 1),
-             "max_steps", self.max_steps, "must be a whole number >= 1")
-        need(self.max_time is None or (finite(self.max_time) and self.max_time > 0), "max_time", self.max_time, "must be > 0 (e.g. 90s, 5m, 2h)")
-        need(self.epochs is None or (finite(self.epochs) and self.epochs > 0), "epochs", self.epochs, "must be a number > 0")
+        need(self.max_steps is None or (isinstance(self.max_steps, int) and 1 <= self.max_steps <= MAX_STEPS),
+             "max_steps", self.max_steps, f"must be a whole number >= 1 and at most {MAX_STEPS:.0e}")
+        need(self.max_time is None or (finite(self.max_time) and 0 < self.max_time <= MAX_SECONDS), "max_time",
+             self.max_time, "must be > 0 and at most a year (e.g. 90s, 5m, 2h)")
+        need(self.epochs is None or (finite(self.epochs) and 0 < self.epochs <= MAX_EPOCHS), "epochs", self.epochs,
+             f"must be a number > 0 and at most {MAX_EPOCHS:.0e}")
         need(finite(self.val_frac) and 0 <= self.val_frac < 1, "val_frac", self.val_frac, "must be in [0, 1)")
         need(isinstance(self.eval_tokens, int) and self.eval_tokens >= 0, "eval_tokens", self.eval_tokens,
              "must be a whole number >= 0 (0 scores the whole validation split)")
@@ -221,6 +228,7 @@ class EvalResult:
 
 
 LOGITS_PER_GROUP = 1 << 24  # logits alive at once during evaluation: 64 MB of fp32
+EVAL_BLOCKS = 8  # a capped evaluation scores this many runs of streams spread over the split
 
 
 @torch.inference_mode()
@@ -247,7 +255,11 @@ def evaluate(model: CharLM, tokens: np.ndarray, tokenizer: Tokenizer, *, autocas
         stream_len = min(stream_len, max_tokens)
         count = math.ceil((n - 1) / stream_len)
         keep = min(count, max(1, max_tokens // stream_len))
-        chosen = np.unique(np.linspace(0, count - 1, keep).round().astype(np.int64))
+        # In EVAL_BLOCKS runs of consecutive streams spread over the text: few places of a
+        # memory-mapped split are touched (each maps a page-cache folio of up to 2 MB).
+        per_block = math.ceil(keep / EVAL_BLOCKS)
+        starts = np.linspace(0, count - per_block, math.ceil(keep / per_block)).round().astype(np.int64)
+        chosen = np.unique((starts[:, None] + np.arange(per_block)).ravel())[:keep]
     else:
         chosen = np.arange(math.ceil((n - 1) / stream_len))
     if dist is not None:
@@ -361,10 +373,16 @@ class Trainer:
             config = self._config_for_resume(config, resumed, resume)
             if not corpus_paths:
                 corpus_paths = resumed.summary.get("corpus", [])
+                if not corpus_paths:
+                    raise ChargenError(f"--resume {resume}: the checkpoint does not record its corpus; "
+                                       f"give it: chargen train CORPUS --resume {resume}")
                 gone = [p for p in corpus_paths if not Path(p).exists()]
                 if gone:
-                    raise ChargenError(f"{gone[0]}: this run's corpus is no longer there; if it moved, "
-                                       f"give its new place: chargen train NEW_PATH --resume {resume}")
+                    others = f" (and {len(gone) - 1} more of its files)" if len(gone) > 1 else ""
+                    raise ChargenError(
+                        f"{gone[0]}: this run's corpus is no longer there{others}; if it moved, give its "
+                        f"new place: chargen train NEW_PATH --resume {resume}; if it is gone, train a new "
+                        f"run from these weights: chargen train CORPUS --init-from {resumed.path}")
         self.config = config.validate()
         torch.manual_seed(config.seed)
         # Under torchrun: join the job; each rank trains its own streams of the batch.
@@ -547,13 +565,22 @@ class Trainer:
         """On resume, drop metric lines past the resumed step so none is duplicated."""
         if not self.dist.is_main or not self.metrics_path.exists():
             return
+        try:
+            text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise ChargenError(f"{self.metrics_path}: cannot read the metrics log: {exc.strerror or exc}; "
+                               "move it aside to resume") from None
         kept = []
-        for line in self.metrics_path.read_text().splitlines():
+        for line in text.splitlines():
             try:
-                if json.loads(line).get("step", 0) <= self.step:
+                record = json.loads(line)
+                if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)) \
+                        and record.get("step", 0) <= self.step:
                     kept.append(line)
-            except json.JSONDecodeError:
+            except ValueError:
                 continue  # a line torn by a crash
+        if len(kept) == len(text.splitlines()) and text.endswith("\n"):
+            return  # nothing to drop: leave the file alone
         atomic_write_bytes(self.metrics_path, ("\n".join(kept) + "\n" if kept else "").encode(), "metrics log")
 
     # -- budget --
@@ -639,7 +666,9 @@ class Trainer:
             if self._lock is not None:
                 self._lock.close()  # releases the run directory for a later --resume
                 self._lock = None
-            self.dist.close()
+            if self.dist.enabled:
+                self.step_fn = self.model  # free DDP while the group lives: freed later, it can hang
+                self.dist.close()
 
     def _loop(self) -> RunFinished:
         c = self.config
@@ -850,9 +879,18 @@ def check_writable(run_dir: Path, option: str = "--out") -> None:
 
 
 def corpus_fingerprint(tokens: np.ndarray) -> str:
-    """A cheap identity of the training tokens (their count and up to 1M evenly spaced ones)."""
-    stride = max(1, len(tokens) // (1 << 20))
-    sample = np.ascontiguousarray(tokens[::stride], dtype=np.uint32)
+    """A cheap identity of the training tokens: their count and 16 evenly spaced runs of 65536.
+
+    Few long runs rather than every n-th token: on a memory-mapped corpus each place touched maps
+    up to a 2 MB page-cache folio, so a strided sample would read the whole token file (seconds
+    for a big corpus, and all of it counted as resident memory) where 16 runs map about 32 MB.
+    """
+    runs, run = 16, 1 << 16
+    if len(tokens) <= runs * run:
+        sample = np.ascontiguousarray(tokens, dtype=np.uint32)
+    else:
+        starts = np.linspace(0, len(tokens) - run, runs).astype(np.int64)
+        sample = np.concatenate([np.asarray(tokens[i:i + run], dtype=np.uint32) for i in starts])
     return f"{len(tokens)}:" + hashlib.sha256(sample.tobytes()).hexdigest()[:16]
 
 

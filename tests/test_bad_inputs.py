@@ -145,7 +145,11 @@ def files(tiny_run, tmp_path_factory) -> dict[str, Path]:
     f["r_groups"] = rn("groups", meta_edit=_set("summary.optimizer_param_groups", [{"lr": 1}]))
     f["r_no_optim"] = rn("no_optim", tensor_edit=lambda ts: [ts.pop(k) for k in list(ts) if k.startswith("optim.")])
     f["r_corpus_gone"] = rn("corpus_gone", meta_edit=_set("summary.corpus", [str(d / "deleted.txt")]))
+    f["r_corpus_unknown"] = rn("corpus_unknown", meta_edit=_set("summary.corpus", []))
+    f["r_metrics_dir"] = rn("metrics_dir")
+    (f["r_metrics_dir"] / "metrics.jsonl").mkdir()
     (d / "runs" / "only_best").mkdir()
+    (d / "runs" / "ckpt_is_dir" / LAST_NAME).mkdir(parents=True)
     shutil.copy(tiny_run / BEST_NAME, d / "runs" / "only_best" / BEST_NAME)
     return f
 
@@ -165,6 +169,8 @@ CASES = [
     ("unreadable corpus", "train {dir}/unreadable.txt", "unreadable.txt: permission denied"),
     ("a FIFO as corpus", "train {dir}/fifo.txt", "fifo.txt: not a regular file or directory"),
     ("unknown encoding", "train {good} --encoding klingon", "--encoding 'klingon': unknown text encoding"),
+    ("UTF-8 text read as UTF-16", "train {good} --encoding utf-16", "good.txt: cannot decode as utf-16"),
+    ("a bytes codec as encoding", "train {good} --encoding base64", "--encoding 'base64': not a text encoding"),
     ("no corpus at all", "train", "give a corpus"),
     ("--out is a file", "train {good} --out {good}", "is a file, not a directory"),
     ("--out holds a run", "train {good} --out {run}", "already holds a training run; continue it with --resume"),
@@ -198,6 +204,7 @@ CASES = [
         ("min-lr-frac", "2", "--min-lr-frac 2.0: must be in [0, 1]"),
         ("warmup-steps", "-1", "--warmup-steps -1: must be >= 0"),
         ("warmup-steps", "nan", "argument --warmup-steps: invalid int value"),
+        ("warmup-steps", "10000000000000000000000", "--warmup-steps 10000000000000000000000: must be >= 0 and at most"),
         ("weight-decay", "-1", "--weight-decay -1.0: must be in [0, 1]"),
         ("weight-decay", "nan", "--weight-decay nan: must be in [0, 1]"),
         ("weight-decay", "1e9", "--weight-decay 1000000000.0: must be in [0, 1]"),
@@ -208,14 +215,17 @@ CASES = [
         ("max-steps", "0", "--max-steps 0: must be a whole number >= 1"),
         ("max-steps", "-10", "--max-steps -10: must be a whole number >= 1"),
         ("max-steps", "nan", "argument --max-steps: invalid int value"),
+        ("max-steps", "10000000000000000000000", "--max-steps 10000000000000000000000: must be a whole number >= 1 and at most"),
         ("max-time", "0", "argument --max-time: invalid duration '0': must be more than 0"),
         ("max-time=-5m", "", "argument --max-time: invalid duration '-5m'"),
         ("max-time", "nan", "argument --max-time: invalid duration 'nan'"),
         ("max-time", "soon", "argument --max-time: invalid duration 'soon'"),
+        ("max-time", "99999999999999999999h", "must be > 0 and at most a year"),
         ("epochs", "0", "--epochs 0.0: must be a number > 0"),
         ("epochs", "-1", "--epochs -1.0: must be a number > 0"),
         ("epochs", "nan", "--epochs nan: must be a number > 0"),
         ("epochs", "inf", "--epochs inf: must be a number > 0"),
+        ("epochs", "1e308", "--epochs 1e+308: must be a number > 0 and at most"),
         ("val-frac", "-0.1", "--val-frac -0.1: must be in [0, 1)"),
         ("val-frac", "1", "--val-frac 1.0: must be in [0, 1)"),
         ("val-frac", "nan", "--val-frac nan: must be in [0, 1)"),
@@ -225,6 +235,9 @@ CASES = [
         ("eval-every", "10000000000", "--eval-every 10000000000: must be"),
         ("log-every", "0", "--log-every 0: must be"),
         ("log-every", "-3", "--log-every -3: must be"),
+        ("log-every", "10000000000", "--log-every 10000000000: must be"),
+        ("eval-tokens", "-1", "--eval-tokens -1: must be a whole number >= 0"),
+        ("eval-tokens", "nan", "argument --eval-tokens: invalid int value"),
         ("preview-length", "-1", "--preview-length -1: must be between 0 and 10000"),
         ("preview-length", "1000000000", "--preview-length 1000000000: must be between 0 and 10000"),
         ("vocab-size", "0", "--vocab-size 0: must be between 300 and 1000000"),
@@ -243,10 +256,16 @@ CASES = [
     # -- --resume
     ("resume nothing", "train --resume {dir}/nope", "nope: no such checkpoint file or run directory"),
     ("resume a dir without last", "train --resume {runs}/only_best", "no last.safetensors in this directory"),
+    ("resume an empty run dir", "train --resume {dir}/empty_dir", "no last.safetensors in this directory"),
+    ("resume a file that is no checkpoint", "train --resume {good}", "good.txt: not a chargen checkpoint"),
     ("resume a best checkpoint", "train --resume {run}/best.safetensors", "has no optimizer state"),
     ("resume changing the model", "train --resume {run} --hidden 64", "--hidden 64: this run was trained with --hidden 32"),
     ("resume another corpus", "train {dir}/other.txt --resume {run}", "other.txt: not the text this run was trained on"),
-    ("resume, corpus gone", "train --resume {runs}/corpus_gone", "this run's corpus is no longer there"),
+    ("resume, corpus gone", "train --resume {runs}/corpus_gone",
+     "deleted.txt: this run's corpus is no longer there; if it moved, give its new place: chargen train NEW_PATH "
+     "--resume"),
+    ("resume, corpus not recorded", "train --resume {runs}/corpus_unknown", "the checkpoint does not record its corpus"),
+    ("resume, metrics log a directory", "train --resume {runs}/metrics_dir", "cannot read the metrics log"),
     ("resume, optimizer tensor shape", "train --resume {runs}/optim_shape", "optimizer tensor optim.0.exp_avg has the wrong shape"),
     ("resume, optimizer tensor name", "train --resume {runs}/optim_name", "unexpected optimizer tensor optim.99.exp_avg"),
     ("resume, carried state shape", "train --resume {runs}/state_shape", "carried recurrent state has the wrong shape"),
@@ -257,6 +276,7 @@ CASES = [
     # -- checkpoints, through sample (info and eval share the loader)
     ("missing checkpoint", "sample {dir}/nope.safetensors", "nope.safetensors: no such checkpoint file or run directory"),
     ("dir without checkpoint", "sample {dir}/empty_dir", "no checkpoint in this directory"),
+    ("checkpoint name is a directory", "sample {runs}/ckpt_is_dir/last.safetensors", "last.safetensors: no checkpoint in this directory"),
     ("truncated checkpoint", "sample {ck}/truncated.safetensors", "truncated.safetensors: checkpoint is corrupt or truncated"),
     ("8-byte checkpoint", "sample {ck}/header_only.safetensors", "(file is empty or truncated)"),
     ("empty checkpoint", "info {ck}/empty.safetensors", "(file is empty or truncated)"),
@@ -309,6 +329,7 @@ CASES = [
         ("top-p", "1e9", "--top-p 1000000000.0: must be in (0, 1]"),
         ("length", "-1", "--length -1: must be between 0 and 10,000,000"),
         ("length", "100000000000000000000", "--length 100000000000000000000: must be between 0 and 10,000,000"),
+        ("length", "10000001", "--length 10000001: must be between 0 and 10,000,000"),
         ("num-samples", "0", "--num-samples 0: must be between 1 and 10000"),
         ("num-samples", "-2", "--num-samples -2: must be between 1 and 10000"),
         ("num-samples", "1000000000", "--num-samples 1000000000: must be between 1 and 10000"),
@@ -318,6 +339,14 @@ CASES = [
         ("seed", "1.5", "argument --seed: invalid int value"),
         ("stop", "''", "--stop: the stop string must not be empty"),
         ("device", "tpu", "--device tpu: choose auto, cpu, cuda or mps"),
+    ]],
+    # -- repl: the same settings, checked before the model loads
+    *[(f"repl --{opt} {val}", f"repl {{run}} --{opt} {val}", msg) for opt, val, msg in [
+        ("temp", "nan", "--temp nan: must be a number >= 0"),
+        ("top-p", "0", "--top-p 0.0: must be in (0, 1]"),
+        ("length", "-1", "--length -1: must be between 0 and 10,000,000"),
+        ("length", "100000000000000000000", "--length 100000000000000000000: must be between 0 and 10,000,000"),
+        ("seed", "100000000000000000000000", "--seed 100000000000000000000000: must be a whole number that fits in 64 bits"),
     ]],
     # -- eval
     ("eval text with unknown chars", "eval {run} {dir}/heldout_unknown.txt", "has characters the model never saw"),
@@ -330,7 +359,11 @@ CASES = [
         ("-1", "--max-mb -1.0: must be a number > 0"),
         ("nan", "--max-mb nan: must be a number > 0"),
         ("inf", "--max-mb inf: must be a number > 0"),
+        ("1e308", "--max-mb 1e+308: must be a number > 0 and at most 1,000,000"),
     ]],
+    ("corpus --lag huge", "corpus long-lag --lag 100000000000000000000 -o {dir}/ll.txt",
+     "--lag 100000000000000000000: must be a whole number in [0, 100000]"),
+    ("corpus --lag negative", "corpus long-lag --lag -1 -o {dir}/ll.txt", "--lag -1: must be a whole number in [0, 100000]"),
     ("unknown command", "fly", "argument COMMAND: invalid choice: 'fly'"),
 ]
 

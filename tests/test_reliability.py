@@ -44,6 +44,16 @@ def assert_bit_identical(a: Path, b: Path) -> None:
         assert torch.equal(wa[name], wb[name]), f"{name} differs"
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The uninterrupted reference run (deterministic, so made once and shared)."""
+    root = tmp_path_factory.mktemp("straight")
+    corpus = root / "tiny.txt"
+    corpus.write_text(make_text(), encoding="utf-8")
+    chargen.train(str(corpus), out=str(root / "run"), **RUN)
+    return root / "run"
+
+
 def stop_at(step: int):
     """An on_event callback that asks the trainer to stop after ``step`` (what Ctrl-C does)."""
     holder = {}
@@ -67,18 +77,18 @@ def train_until_stopped(corpus: Path, out: Path, stop_step: int, **options) -> N
 # ---- resume exactly ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("stop_step", [20, 15, 1])  # mid-interval, on an eval step, at once
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_corpus, tmp_path, stop_step):
-    chargen.train(str(tiny_corpus), out=str(tmp_path / "straight"), **RUN)
+def test_resume_is_bit_identical_to_an_uninterrupted_run(straight, tiny_corpus, tmp_path, stop_step):
     train_until_stopped(tiny_corpus, tmp_path / "resumed", stop_step)
     chargen.train(resume=str(tmp_path / "resumed"))
 
-    assert_bit_identical(tmp_path / "straight" / LAST_NAME, tmp_path / "resumed" / LAST_NAME)
-    straight = load_checkpoint(tmp_path / "straight" / LAST_NAME, training_state=True)
+    assert_bit_identical(straight / LAST_NAME, tmp_path / "resumed" / LAST_NAME)
+    reference = load_checkpoint(straight / LAST_NAME, training_state=True)
     resumed = load_checkpoint(tmp_path / "resumed" / LAST_NAME, training_state=True)
-    for name, tensor in straight.training_state.items():  # optimizer moments, RNG, carried state
+    assert reference.training_state.keys() == resumed.training_state.keys()
+    for name, tensor in reference.training_state.items():  # optimizer moments, RNG, carried state
         assert torch.equal(tensor, resumed.training_state[name]), name
-    assert resumed.summary["step"] == straight.summary["step"] == RUN["max_steps"]
-    assert resumed.summary["best_val_loss"] == straight.summary["best_val_loss"]
+    assert resumed.summary["step"] == reference.summary["step"] == RUN["max_steps"]
+    assert resumed.summary["best_val_loss"] == reference.summary["best_val_loss"]
 
 
 def test_resume_crossing_an_epoch_and_with_a_gru(tmp_path):
@@ -91,8 +101,7 @@ def test_resume_crossing_an_epoch_and_with_a_gru(tmp_path):
     assert_bit_identical(tmp_path / "straight" / LAST_NAME, tmp_path / "resumed" / LAST_NAME)
 
 
-def test_resumed_run_appends_metrics_without_duplicating_steps(tiny_corpus, tmp_path):
-    chargen.train(str(tiny_corpus), out=str(tmp_path / "straight"), **RUN)
+def test_resumed_run_appends_metrics_without_duplicating_steps(straight, tiny_corpus, tmp_path):
     run = tmp_path / "resumed"
     train_until_stopped(tiny_corpus, run, 22)
     # A crash after the checkpoint leaves lines past it, one of them torn: resume drops them.
@@ -103,7 +112,7 @@ def test_resumed_run_appends_metrics_without_duplicating_steps(tiny_corpus, tmp_
     def records(path):
         return [json.loads(line) for line in path.read_text().splitlines()]
 
-    got, want = records(run / "metrics.jsonl"), records(tmp_path / "straight" / "metrics.jsonl")
+    got, want = records(run / "metrics.jsonl"), records(straight / "metrics.jsonl")
     keys = [(r["step"], "val_loss" in r) for r in got]
     assert keys == [(r["step"], "val_loss" in r) for r in want]  # same lines, none twice
     assert len(keys) == len(set(keys))
@@ -134,9 +143,8 @@ def test_resume_refuses_a_different_corpus(tiny_corpus, tmp_path, cli):
 
 # ---- signals ----------------------------------------------------------------------------------
 
-def test_sigint_through_the_handler_saves_and_resumes_exactly(tiny_corpus, tmp_path):
+def test_sigint_through_the_handler_saves_and_resumes_exactly(straight, tiny_corpus, tmp_path):
     """The real signal path: the handler runs, the step finishes, last is written."""
-    chargen.train(str(tiny_corpus), out=str(tmp_path / "straight"), **RUN)
 
     def on_event(event):
         if isinstance(event, StepDone) and event.step == 12:
@@ -147,11 +155,12 @@ def test_sigint_through_the_handler_saves_and_resumes_exactly(tiny_corpus, tmp_p
     assert info.value.step == 12 and info.value.signal_number == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers are put back
     chargen.train(resume=str(tmp_path / "run"))
-    assert_bit_identical(tmp_path / "straight" / LAST_NAME, tmp_path / "run" / LAST_NAME)
+    assert_bit_identical(straight / LAST_NAME, tmp_path / "run" / LAST_NAME)
 
 
 def _spawn_train(args, cwd):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+    # One thread: on a busy machine a spinning thread pool makes these tiny runs many times slower.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", OMP_NUM_THREADS="1")
     return subprocess.Popen([str(CHARGEN), "train", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -164,7 +173,8 @@ def _wait_for_line(proc, needle: str) -> str:
 
 
 CLI_RUN = ["--layers", "1", "--hidden", "32", "--seq-len", "16", "--batch-size", "8", "--device", "cpu",
-           "--eval-every", "10", "--preview-length", "0", "--seed", "0", "--plain", "--warmup-steps", "5"]
+           "--eval-every", "10", "--preview-length", "0", "--seed", "0", "--plain", "--warmup-steps", "5",
+           "--precision", "fp32"]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
