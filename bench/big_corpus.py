@@ -94,7 +94,10 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 from chargen.data import load_corpus
 imported = time.perf_counter()
-corpus = load_corpus([sys.argv[1]], tokenizer_kind=sys.argv[3], cache_dir=sys.argv[2])
+from chargen.train import TrainConfig
+# The settings a training run passes, so that its start finds this cache entry.
+corpus = load_corpus([sys.argv[1]], tokenizer_kind=sys.argv[3], vocab_size=TrainConfig().vocab_size,
+                     cache_dir=sys.argv[2])
 done = time.perf_counter()
 print(json.dumps({"import_s": imported - t0, "encode_s": done - imported, "tokens": len(corpus.tokens),
                   "vocab": corpus.tokenizer.vocab_size, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
