@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,6 +286,26 @@ def test_kill_9_at_every_point_of_a_save_leaves_the_previous_checkpoint(tmp_path
     survived = _kill_rounds(path, KILL_ROUNDS, faults, seed=0)
     assert survived == KILL_ROUNDS
     print(f"kills during save survived: {survived}/{KILL_ROUNDS}")
+
+
+def test_cli_train_killed_inside_its_checkpoint_save_keeps_the_old_one(straight, tmp_path):
+    """The trainer's own save path, through the installed CLI: killed half-way through writing
+    last.safetensors, and again with the new file complete but not yet renamed."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    before = (run / LAST_NAME).read_bytes()
+    for stage in ("write", "rename"):
+        env = dict(os.environ, OMP_NUM_THREADS="1", **{FAULT_ENV: f"kill@{stage}"})
+        proc = subprocess.run([str(CHARGEN), "train", "--resume", "run", "--max-steps", "45", "--eval-every", "1"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert (run / LAST_NAME).read_bytes() == before  # the old checkpoint, byte for byte
+        assert list(run.glob(".*.tmp*"))  # the dead process's temp file is still there...
+    proc = subprocess.run([str(CHARGEN), "train", "--resume", "run", "--max-steps", "45"], cwd=tmp_path,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(run.glob(".*.tmp*"))  # ...until the next run in that directory removes it
+    assert load_checkpoint(run / LAST_NAME).summary["step"] == 45
 
 
 def test_cli_train_killed_at_random_moments_always_resumes(tiny_corpus, tmp_path):
