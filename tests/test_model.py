@@ -78,7 +78,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, cell):
 def test_sentencepiece_tokenizer_travels_inside_the_checkpoint(tmp_path):
     tokenizer = SentencePieceTokenizer.train([make_text(300)], vocab_size=320)
     model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, hidden=8, layers=1))
-    save_checkpoint(tmp_path / "sp.safetensors", model, tokenizer, {})
+    save_checkpoint(tmp_path / "sp.safetensors", model, tokenizer, {"step": 0})
     loaded = load_checkpoint(tmp_path / "sp.safetensors")
     text = "the lazy fox"
     assert loaded.tokenizer.decode(loaded.tokenizer.encode(text)) == text
