@@ -200,6 +200,11 @@ class Sampler:
             return
         ids = ids[..., -PRIME_WINDOW:]
         state = self.state
+        start = self._start_token()
+        if state is None and start is not None and ids.dim() == 1 and ids[0] != start:
+            # A model has only ever seen text start after a line break (the corpus's own), not
+            # from an empty state mid-line: without it, "def " alone reads like a line's middle.
+            ids = torch.cat([ids.new_tensor([start]), ids])
         # Streams that start fresh share one pass over the text; the state is copied out after.
         shared = ids.dim() == 1 and state is None and self.batch_size > 1
         batch = ids if ids.dim() == 2 else ids.expand(1 if shared else self.batch_size, -1)
@@ -212,17 +217,22 @@ class Sampler:
             next_logits = next_logits.expand(self.batch_size, -1).contiguous()
         self.state, self.next_logits = state, next_logits
 
+    def _start_token(self) -> int | None:
+        """The line-break token, where the vocabulary has one: where text naturally starts."""
+        if self.tokenizer.unknown_chars("\n"):
+            return None
+        ids = self.tokenizer.encode("\n")
+        return int(ids[0]) if len(ids) == 1 else None
+
     def _start_if_empty(self, generator: torch.Generator) -> None:
         if self.next_logits is not None:
             return
-        # Nothing fed yet: begin at a line break when the vocabulary has one (a natural start
-        # of text), else at a random symbol, as char-rnn does.
-        newline = "\n" if not self.tokenizer.unknown_chars("\n") else None
-        if newline and len(self.tokenizer.encode(newline)) == 1:
-            self.feed(newline)
-        else:
-            start = torch.randint(self.tokenizer.vocab_size, (1,), generator=generator)
-            self.feed_ids(start.to(self.device))
+        # Nothing fed yet: begin at a line break when the vocabulary has one, else at a random
+        # symbol, as char-rnn does.
+        start = self._start_token()
+        if start is None:
+            start = int(torch.randint(self.tokenizer.vocab_size, (1,), generator=generator))
+        self.feed_ids(torch.tensor([start], device=self.device))
 
     def stream_batch(self, settings: SamplingSettings) -> Iterator[list[str]]:
         """Yield, per generated token, the new text of every stream ('' once a stream stopped)."""

@@ -14,15 +14,6 @@ TOKENIZER = long_lag_tokenizer()
 CHANCE = 0.25  # 4 cue symbols
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Models this small step faster on one thread than two, most of all on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trained(cell: str, hidden: int, lag: int, steps: int, forget_bias: float | None = None) -> float:
     # Sizes give ~35k parameters each (LSTM 64, GRU 74, RNN 128); settings checked on seeds 0-2.
     torch.manual_seed(0)

@@ -37,15 +37,6 @@ def make_random_checkpoint(path: Path, seed: int = 0, vocab: str = VOCAB) -> Pat
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # What `chargen repl` does on CPU; also keeps these tests fast on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     return make_random_checkpoint(tmp_path_factory.mktemp("repl") / "rand.safetensors")
