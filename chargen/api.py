@@ -14,7 +14,8 @@ from typing import Iterator
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .sampling import Sampler, SamplingSettings, beam_search
-from .train import EvalResult, evaluate, pick_device, train  # noqa: F401  (train is re-exported)
+from .evaluate import EvalResult, evaluate
+from .train import pick_device, train  # noqa: F401  (train is re-exported)
 
 
 class TrainedModel:

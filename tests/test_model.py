@@ -133,7 +133,7 @@ def test_evaluation_equals_one_pass_over_the_whole_text():
     import numpy as np
     import torch.nn.functional as F
     from chargen.tokenizers import ByteTokenizer
-    from chargen.train import evaluate
+    from chargen.evaluate import evaluate
 
     torch.manual_seed(0)
     model = CharLM(ModelConfig(vocab_size=256, hidden=16, layers=2)).eval()

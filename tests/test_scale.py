@@ -17,7 +17,7 @@ from chargen import data
 from chargen.data import load_corpus
 from chargen.model import CharLM, ModelConfig
 from chargen.tokenizers import CharTokenizer
-from chargen.train import evaluate
+from chargen.evaluate import evaluate
 
 MIXED = "Hello, мир! नमस्ते दुनिया — مرحبا بالعالم 你好世界 안녕 😀🚀 naïve café\r\n" * 50
 
@@ -79,8 +79,8 @@ def test_evaluation_in_groups_of_streams_gives_the_same_figure(monkeypatch):
     model, tokens = _model_and_tokens()
     tokenizer = CharTokenizer([chr(65 + i) for i in range(50)])
     whole = evaluate(model, tokens, tokenizer, stream_len=300, burn_in=50)
-    # 3 streams at a time (chargen.train the module, not the function the package exports)
-    monkeypatch.setattr(sys.modules["chargen.train"], "LOGITS_PER_GROUP", 256 * 50 * 3)
+    # 3 streams at a time
+    monkeypatch.setattr(sys.modules["chargen.evaluate"], "LOGITS_PER_GROUP", 256 * 50 * 3)
     grouped = evaluate(model, tokens, tokenizer, stream_len=300, burn_in=50)
     assert grouped.tokens == whole.tokens == len(tokens) - 1
     assert grouped.nats_per_token == pytest.approx(whole.nats_per_token, rel=1e-6)
