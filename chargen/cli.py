@@ -186,6 +186,9 @@ def cmd_train(args) -> int:
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     if not args.corpus and not args.resume:
         raise ChargenError("chargen train: give a corpus (text files or directories), or --resume RUN")
+    if args.resume and args.out:
+        raise ChargenError(f"--out {args.out}: a resumed run stays in its own directory ({args.resume}); "
+                           "drop --out, or start a new run from its weights with --init-from")
     from .distributed import is_main_process
     stopped = None
     # Under torchrun only rank 0 reports; the other ranks must not draw a dashboard of their own.

@@ -113,3 +113,8 @@ def test_builtin_corpus_needs_no_download(tmp_path, cli):
     assert code == 0, err
     text = out_file.read_text()
     assert 150_000 < len(text.encode()) <= 0.2 * (1 << 20) and "def " in text and "import " in text
+
+
+def test_resume_refuses_a_different_out(tiny_run, cli):
+    code, _, err = cli("train", "--resume", tiny_run, "--out", "elsewhere")
+    assert code == 2 and "--out elsewhere" in err and "--init-from" in err
