@@ -29,9 +29,18 @@ def test_each_row_walks_one_contiguous_stream():
     assert len(batches) == (stream_len - 1) // 9
 
 
-def test_batch_index_wraps_to_a_new_epoch():
-    batches = StreamBatches(np.arange(500), batch_size=2, seq_len=10)
-    assert torch_equal(batches[len(batches)][0], batches[0][0])
+def test_each_epoch_starts_the_streams_elsewhere_and_a_step_always_names_one_batch():
+    tokens = np.arange(5000)
+    batches = StreamBatches(tokens, batch_size=4, seq_len=10)
+    n = len(batches)
+    assert not torch_equal(batches[n][0], batches[0][0])  # epoch 1 is not a replay of epoch 0
+    for k in range(n, 2 * n - 1):  # within the epoch, rows still continue one another
+        x, y = batches[k]
+        assert torch_equal(batches[k + 1][0][:, 0], y[:, -1])
+        assert torch_equal(x[:, 1:], y[:, :-1])
+    again = StreamBatches(tokens, batch_size=4, seq_len=10)
+    assert torch_equal(again[3 * n + 7][0], batches[3 * n + 7][0])  # what resuming relies on
+    assert len({batches.epoch_shift(e) for e in range(1, 6)}) == 5
 
 
 def test_streams_select_a_subset_for_data_parallel_ranks():
