@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chargen.cli import build_parser, parse_duration  # noqa: E402
-from chargen.train import EvalDone, RunStarted, TrainConfig, Trainer  # noqa: E402
+from chargen.train import DropoutChosen, EvalDone, RunStarted, StepDone, TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 REFERENCES = [
@@ -43,6 +43,7 @@ def main() -> None:
                                                 "--max-time", f"{args.time}s", *args.train_options])
         config = TrainConfig(**{f: getattr(train_args, f) for f in TrainConfig.__dataclass_fields__})
         curve: list[tuple[float, int, float]] = []
+        train_losses: list[float] = []  # since the last evaluation: shows how far val lags behind
         started = time.perf_counter()
 
         def on_event(event):
@@ -51,11 +52,18 @@ def main() -> None:
                 print(f"model {m.layers}x{m.hidden} {m.cell}, {event.num_parameters:,} params, "
                       f"{event.precision}, batch {config.batch_size}x{config.seq_len}, lr {config.lr}, "
                       f"dropout {config.dropout}, budget {args.time:.0f}s", flush=True)
+            elif isinstance(event, StepDone):
+                train_losses.append(event.loss)
+            elif isinstance(event, DropoutChosen):
+                print(f"dropout {event.dropout:g} at step {event.step} (auto: ~{event.planned_epochs:.1f} "
+                      "epochs fit the budget)", flush=True)
             elif isinstance(event, EvalDone):
                 row = (time.perf_counter() - started, event.step, event.val_loss)
                 curve.append(row)
+                train = sum(train_losses) / max(len(train_losses), 1)
+                train_losses.clear()
                 print(f"  {row[0]:6.0f}s  step {row[1]:6d}  val {row[2]:.4f} nats/char  "
-                      f"{row[2] / math.log(2):.4f} bits/char", flush=True)
+                      f"{row[2] / math.log(2):.4f} bits/char  (train {train:.3f})", flush=True)
 
         result = Trainer(config, [str(args.corpus)], on_event=on_event).run()
         wall = time.perf_counter() - started

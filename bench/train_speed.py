@@ -27,7 +27,7 @@ from torch import nn
 
 import chargen
 from chargen.dashboard import Dashboard
-from chargen.train import CheckpointSaved, StepDone, resolve_precision
+from chargen.train import CheckpointSaved, StepDone, TrainConfig, resolve_precision
 from rich.console import Console
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -41,7 +41,7 @@ def bare_chars_per_sec(args, precision: str) -> float:
                                                                 batch_first=True), nn.Linear(args.hidden, vocab)
     embed, lstm, head = embed.to(device), lstm.to(device), head.to(device)
     params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01,
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=TrainConfig().weight_decay,
                                   fused=device.type == "cuda" or None)
     data = torch.randint(vocab, (args.batch_size, args.seq_len + 1), device=device)
     x, y = data[:, :-1], data[:, 1:]

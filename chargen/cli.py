@@ -49,6 +49,16 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def parse_dropout(text: str) -> float | str:
+    """``auto`` or a number (range-checked with the other options)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid dropout {text!r}: use auto or a rate such as 0.2") from None
+
+
 def unescape(text: str | None) -> str | None:
     r"""Turn the escapes a shell makes hard to type (\n, \t, \r, \\) into the characters."""
     if text is None:
@@ -62,7 +72,8 @@ TRAIN_OPTIONS = {
              "state; several times slower: no fused kernel)", str),
     "layers": ("number of stacked recurrent layers", int),
     "hidden": ("hidden size of each layer (also the embedding size)", int),
-    "dropout": ("dropout between layers and on input/output (0 disables)", float),
+    "dropout": ("dropout between layers and on input/output: a rate, 0 to disable, or auto to grow "
+                "it with the number of epochs the budget allows (0.1 at 5, 0.3 at 20)", parse_dropout),
     "tie_weights": ("share the input embedding with the output layer", None),
     "tokenizer": ("char (code points), byte (UTF-8 bytes) or sentencepiece (subwords)", str),
     "vocab_size": ("vocabulary size, for --tokenizer sentencepiece", int),

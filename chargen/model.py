@@ -125,6 +125,12 @@ class CharLM(nn.Module):
         out, state = self.rnn(x, state)
         return self.head(self.drop(out)), state
 
+    def set_dropout(self, p: float) -> None:
+        """Change the dropout rate everywhere it applies (fine-tuning, or chosen after a few steps)."""
+        self.config.dropout = p
+        self.drop.p = p
+        self.rnn.dropout = p if self.config.layers > 1 else 0.0
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

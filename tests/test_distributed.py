@@ -28,7 +28,9 @@ from chargen.train import TrainConfig, Trainer
 from .conftest import make_text
 
 TOLERANCE = 1e-4
+# A tiny model that must learn visibly in 40 steps: high lr, no dropout, light decay, lr floor.
 OPTIONS = dict(layers=1, hidden=64, seq_len=16, batch_size=8, lr=0.03, warmup_steps=5, dropout=0.0,
+               weight_decay=0.01, min_lr_frac=0.1,
                eval_every=20, preview_length=0, seed=0, device="cpu", precision="fp32")
 
 

@@ -7,7 +7,7 @@ import chargen
 from chargen.checkpoint import load_checkpoint, save_checkpoint
 from chargen.model import CELLS, CharLM, ModelConfig
 from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
-from chargen.train import StepDone, TrainConfig, Trainer
+from chargen.train import DropoutChosen, StepDone, TrainConfig, Trainer, auto_dropout
 
 from .conftest import TINY_OPTIONS, make_text
 
@@ -117,6 +117,53 @@ def test_lr_schedule_warms_up_then_decays(tiny_corpus, tmp_path):
     assert max(lrs) == pytest.approx(1e-2, rel=0.02)
     assert lrs[-1] == pytest.approx(1e-3, rel=0.1)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_auto_dropout_grows_with_the_epochs_the_budget_allows():
+    assert auto_dropout(5) == 0.1 and auto_dropout(20) == 0.3  # the measured points (README)
+    assert auto_dropout(0.5) == auto_dropout(2) == 0.0  # one pass over a big corpus: no overfitting
+    assert auto_dropout(1e6) == 0.4
+    rates = [auto_dropout(e) for e in (1, 3, 5, 8, 10, 20, 40, 100)]
+    assert rates == sorted(rates)
+
+
+def _dropout_events(tiny_corpus, tmp_path, **options):
+    events = []
+    # 64-token windows: a few dozen steps per epoch of the tiny corpus, so several epochs are quick.
+    trainer = Trainer(TrainConfig(**{**TINY_OPTIONS, "seq_len": 64, "eval_every": 1000, **options},
+                                  out=str(tmp_path / "run")),
+                      [str(tiny_corpus)], on_event=events.append)
+    trainer.run()
+    return trainer, [e for e in events if isinstance(e, DropoutChosen)]
+
+
+def test_auto_dropout_follows_a_step_budget_from_the_start(tiny_corpus, tmp_path):
+    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=None, epochs=8)
+    epochs = math.ceil(8 * len(trainer.batches)) / len(trainer.batches)
+    assert [(e.step, e.planned_epochs) for e in chosen] == [(0, pytest.approx(epochs))]
+    assert trainer.model.config.dropout == trainer.model.drop.p == auto_dropout(epochs) > 0
+
+
+def test_auto_dropout_for_a_time_budget_is_set_after_timing_a_few_steps(tiny_corpus, tmp_path):
+    # The time budget is ample for these tiny steps, so the step limit is what bounds the epochs.
+    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=100, max_time=600.0)
+    assert [(e.step, e.planned_epochs) for e in chosen] == [(25, pytest.approx(100 / len(trainer.batches)))]
+    assert trainer.model.drop.p == chosen[0].dropout > 0
+
+
+def test_a_resumed_run_keeps_the_dropout_it_chose(tiny_corpus, tmp_path):
+    first, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=None, epochs=8)
+    events = []
+    resumed = Trainer(TrainConfig(**{**TINY_OPTIONS, "seq_len": 64, "max_steps": None, "epochs": 12}),
+                      resume=str(tmp_path / "run"), on_event=events.append)
+    resumed.run()
+    assert not any(isinstance(e, DropoutChosen) for e in events)
+    assert resumed.model.drop.p == chosen[0].dropout != auto_dropout(12)
+
+
+def test_an_explicit_dropout_is_kept(tiny_corpus, tmp_path):
+    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=30, dropout=0.05)
+    assert chosen == [] and trainer.model.drop.p == trainer.model.config.dropout == 0.05
 
 
 def test_metrics_file_records_the_run(tiny_run):
