@@ -135,8 +135,12 @@ class TrainConfig:
 
 
 # With --dropout auto and a time budget, steps DROPOUT_TIMING_STEPS[0]..[1] are timed to learn how
-# many epochs the budget allows; the dropout is set then (the first steps are warm-up anyway).
-DROPOUT_TIMING_STEPS = (5, 25)
+# many epochs the budget allows; the dropout is set then (the first steps are warm-up anyway). The
+# timed steps run without dropout, so they can be quicker than the rest: the plan can run high
+# (README, "Model quality"); auto_dropout was tuned with this estimate.
+DROPOUT_TIMING_STEPS = (10, 100)
+# An evaluation only runs forward, about a third of the work per token of a training step.
+EVAL_COST_PER_TOKEN = 1 / 3
 
 
 def auto_dropout(planned_epochs: float) -> float:
@@ -547,8 +551,12 @@ class Trainer:
         total = self.total_steps()
         budget_steps = [total] if total else []
         if c.max_time:
-            per_second = (self.step - DROPOUT_TIMING_STEPS[0]) / max(elapsed - self._timing_started, 1e-9)
-            budget_steps.append(self.step + per_second * max(c.max_time - elapsed, 0.0))
+            seconds_per_step = max(elapsed - self._timing_started, 1e-9) / (self.step - DROPOUT_TIMING_STEPS[0])
+            # Evaluations share the budget: each costs the forward pass over the scored tokens.
+            scored = min(c.eval_tokens or len(self.val_tokens), len(self.val_tokens))
+            eval_steps = scored * EVAL_COST_PER_TOKEN / (c.batch_size * c.seq_len)
+            seconds_per_step *= 1 + eval_steps / c.eval_every
+            budget_steps.append(self.step + max(c.max_time - elapsed, 0.0) / seconds_per_step)
         epochs = min(budget_steps) / len(self.batches)
         dropout = auto_dropout(epochs)
         self.model.set_dropout(dropout)

@@ -146,9 +146,23 @@ def test_auto_dropout_follows_a_step_budget_from_the_start(tiny_corpus, tmp_path
 
 def test_auto_dropout_for_a_time_budget_is_set_after_timing_a_few_steps(tiny_corpus, tmp_path):
     # The time budget is ample for these tiny steps, so the step limit is what bounds the epochs.
-    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=100, max_time=600.0)
-    assert [(e.step, e.planned_epochs) for e in chosen] == [(25, pytest.approx(100 / len(trainer.batches)))]
+    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=200, max_time=600.0)
+    assert [(e.step, e.planned_epochs) for e in chosen] == [(100, pytest.approx(200 / len(trainer.batches)))]
     assert trainer.model.drop.p == chosen[0].dropout > 0
+
+
+def test_auto_dropout_counts_the_time_evaluations_will_take(tiny_corpus, tmp_path):
+    config = TrainConfig(**{**TINY_OPTIONS, "seq_len": 64, "max_steps": None, "max_time": 100.0, "eval_every": 5},
+                         out=str(tmp_path / "run"))
+    events = []
+    trainer = Trainer(config, [str(tiny_corpus)], on_event=events.append)
+    trainer.step, trainer._timing_started = 100, 1.0
+    trainer._choose_dropout(elapsed=10.0)  # 0.1 s per step over steps 10..100, 90 s left
+    scored_per_eval = len(trainer.val_tokens) / 3 / (8 * 64)  # in training-step equivalents
+    steps = 100 + 90 / (0.1 * (1 + scored_per_eval / 5))
+    assert steps < 1000 - 50  # the evaluations' share is not negligible here
+    assert events[-1].planned_epochs == pytest.approx(steps / len(trainer.batches))
+    assert trainer.model.config.dropout == auto_dropout(steps / len(trainer.batches))
 
 
 def test_a_resumed_run_keeps_the_dropout_it_chose(tiny_corpus, tmp_path):
