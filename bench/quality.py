@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chargen.cli import build_parser, parse_duration  # noqa: E402
-from chargen.train import DropoutChosen, EvalDone, RunStarted, StepDone, TrainConfig, Trainer  # noqa: E402
+from chargen.train import AutoChosen, EvalDone, RunStarted, StepDone, TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 REFERENCES = [
@@ -51,11 +51,11 @@ def main() -> None:
                 m = event.model_config
                 print(f"model {m.layers}x{m.hidden} {m.cell}, {event.num_parameters:,} params, "
                       f"{event.precision}, batch {config.batch_size}x{config.seq_len}, lr {config.lr}, "
-                      f"dropout {config.dropout}, budget {args.time:.0f}s", flush=True)
+                      f"dropout {config.dropout}, weight decay {config.weight_decay}, budget {args.time:.0f}s", flush=True)
             elif isinstance(event, StepDone):
                 train_losses.append(event.loss)
-            elif isinstance(event, DropoutChosen):
-                print(f"dropout {event.dropout:g} at step {event.step} (auto: ~{event.planned_epochs:.1f} "
+            elif isinstance(event, AutoChosen):
+                print(f"{event.describe()} at step {event.step} (auto: ~{event.planned_epochs:.1f} "
                       "epochs fit the budget)", flush=True)
             elif isinstance(event, EvalDone):
                 row = (time.perf_counter() - started, event.step, event.val_loss)

@@ -49,14 +49,17 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def parse_dropout(text: str) -> float | str:
-    """``auto`` or a number (range-checked with the other options)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid dropout {text!r}: use auto or a rate such as 0.2") from None
+def auto_or_number(option: str, example: str):
+    """An argparse type for an option that takes ``auto`` or a number (range-checked with the
+    other options)."""
+    def parse(text: str) -> float | str:
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {option} {text!r}: use auto or a number such as {example}") from None
+    return parse
 
 
 def unescape(text: str | None) -> str | None:
@@ -73,7 +76,8 @@ TRAIN_OPTIONS = {
     "layers": ("number of stacked recurrent layers", int),
     "hidden": ("hidden size of each layer (also the embedding size)", int),
     "dropout": ("dropout between layers and on input/output: a rate, 0 to disable, or auto to grow "
-                "it with the number of epochs the budget allows (0.1 at 5, 0.3 at 20)", parse_dropout),
+                "it with the number of epochs the budget allows (0.1 at 5, 0.3 at 20)",
+                auto_or_number("dropout", "0.2")),
     "tie_weights": ("share the input embedding with the output layer", None),
     "tokenizer": ("char (code points), byte (UTF-8 bytes) or sentencepiece (subwords)", str),
     "vocab_size": ("vocabulary size, for --tokenizer sentencepiece", int),
@@ -81,10 +85,13 @@ TRAIN_OPTIONS = {
     "encoding": ("text encoding of the corpus files", str),
     "seq_len": ("tokens per truncated-BPTT window (state is carried across windows)", int),
     "batch_size": ("parallel streams per step", int),
-    "lr": ("peak learning rate (AdamW)", float),
+    "lr": ("peak learning rate (AdamW): a number, or auto to raise it with the number of epochs "
+           "the budget allows (5e-3 up to 5, 7e-3 from 10)", auto_or_number("lr", "5e-3")),
     "min_lr_frac": ("cosine schedule ends at lr times this", float),
     "warmup_steps": ("linear warm-up steps", int),
-    "weight_decay": ("AdamW weight decay on weight matrices", float),
+    "weight_decay": ("AdamW weight decay on weight matrices: a number, or auto to grow it with the "
+                     "number of epochs the budget allows (0.3 up to 5, 0.6 at 20)",
+                     auto_or_number("weight decay", "0.3")),
     "grad_clip": ("clip the global gradient norm to this", float),
     "max_steps": ("stop after this many steps", int),
     "max_time": ("wall-time budget, final evaluation included, e.g. 90s, 5m, 2h", parse_duration),
@@ -290,6 +297,8 @@ def checkpoint_info(path) -> dict:
     summary = ckpt.summary
     tok = ckpt.tokenizer
     best = summary.get("best_val_loss")
+    groups = summary.get("optimizer_param_groups")
+    matrices = groups[0] if isinstance(groups, list) and groups and isinstance(groups[0], dict) else {}
     return {
         "path": str(ckpt.path),
         "file_bytes": ckpt.path.stat().st_size,
@@ -306,6 +315,8 @@ def checkpoint_info(path) -> dict:
         "precision": summary.get("precision"),
         "corpus": summary.get("corpus"),
         "train_config": summary.get("train_config"),
+        "lr": summary.get("peak_lr"),  # the peak rate used: --lr, or what auto chose
+        "weight_decay": matrices.get("weight_decay"),  # likewise
         "saved_at": summary.get("saved_at"),
     }
 
@@ -337,7 +348,9 @@ def cmd_info(args) -> int:
         table.add_row("corpus", ", ".join(info["corpus"][:5]) + (" ..." if len(info["corpus"]) > 5 else ""))
     cfg = info["train_config"] or {}
     if cfg:
-        table.add_row("training", ", ".join(f"{k}={cfg[k]}" for k in ("seq_len", "batch_size", "lr", "grad_clip", "seed") if k in cfg))
+        used = {**cfg, **{k: info[k] for k in ("lr", "weight_decay") if info[k] is not None}}
+        table.add_row("training", ", ".join(f"{k}={used[k]}" for k in ("seq_len", "batch_size", "lr", "weight_decay",
+                                                                       "grad_clip", "seed") if k in used))
     Console().print(table)
     return 0
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .train import CheckpointSaved, DropoutChosen, EvalDone, Event, RunFinished, RunStarted, StepDone
+from .train import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone
 
 LN2 = math.log(2)
 PLAIN_LINE_EVERY_S = 5.0
@@ -44,7 +44,7 @@ class Dashboard:
         self.start: RunStarted | None = None
         self.last_step: StepDone | None = None
         self.last_eval: EvalDone | None = None
-        self.dropout: DropoutChosen | None = None
+        self.auto: AutoChosen | None = None
         self.sample = ""
         self._last_plain = 0.0
         self.progress = Progress(
@@ -75,9 +75,9 @@ class Dashboard:
             if now - self._last_plain >= PLAIN_LINE_EVERY_S:
                 self._last_plain = now
                 self._plain(self._step_line(event))
-        elif isinstance(event, DropoutChosen):
-            self.dropout = event
-            self._plain(f"dropout {event.dropout:g} (auto: the budget allows ~{event.planned_epochs:.1f} epochs)")
+        elif isinstance(event, AutoChosen):
+            self.auto = event
+            self._plain(f"{event.describe()} (auto: the budget allows ~{event.planned_epochs:.1f} epochs)")
         elif isinstance(event, EvalDone):
             self.last_eval, self.sample = event, event.sample
             mark = " (new best)" if event.is_best else ""
@@ -115,8 +115,8 @@ class Dashboard:
         stats.add_row("speed", f"{s.chars_per_sec:,.0f} chars/s" if s else "-")
         stats.add_row("lr", f"{s.lr:.2e}" if s else "-")
         stats.add_row("grad norm", f"{s.grad_norm:.3f} (before clipping)" if s else "-")
-        if self.dropout:
-            stats.add_row("dropout", f"{self.dropout.dropout:g} (auto, ~{self.dropout.planned_epochs:.1f} epochs planned)")
+        if self.auto:
+            stats.add_row("auto", f"{self.auto.describe()} (~{self.auto.planned_epochs:.1f} epochs planned)")
         if s and s.skipped_steps:
             stats.add_row("skipped", f"{s.skipped_steps} non-finite steps", style="yellow")
         title = f"chargen · {self.start.run_dir}" if self.start else "chargen"

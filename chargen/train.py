@@ -63,10 +63,10 @@ class TrainConfig:
     # optimization
     seq_len: int = 64  # short windows, more updates: lower val loss per CPU-minute (README)
     batch_size: int = 32
-    lr: float = 5e-3  # README, "Model quality": better than 3e-3, 4e-3 or 7e-3 in 5 minutes
+    lr: float | str = "auto"  # peak; auto: from the epochs the budget allows (auto_lr)
     min_lr_frac: float = 0.0  # cosine decays to lr * min_lr_frac: all the way down (README)
     warmup_steps: int = 100
-    weight_decay: float = 0.3  # README, "Model quality": better val loss than 0.01, 0.1 or 1.0
+    weight_decay: float | str = "auto"  # auto: from the epochs the budget allows (auto_weight_decay)
     grad_clip: float = 1.0
     # budget: training stops at the first limit reached; with none given, after 10 epochs
     max_steps: int | None = None
@@ -106,11 +106,13 @@ class TrainConfig:
         need(300 <= self.vocab_size <= 1_000_000, "vocab_size", self.vocab_size, "must be between 300 and 1000000")
         need(self.dropout == "auto" or (finite(self.dropout) and 0 <= self.dropout < 1), "dropout", self.dropout,
              "must be auto or a number in [0, 1)")
-        need(finite(self.lr) and 0 < self.lr <= 10, "lr", self.lr, "must be a number in (0, 10]")
+        need(self.lr == "auto" or (finite(self.lr) and 0 < self.lr <= 10), "lr", self.lr,
+             "must be auto or a number in (0, 10]")
         need(finite(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "min_lr_frac", self.min_lr_frac, "must be in [0, 1]")
         need(isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= MAX_STEPS, "warmup_steps",
              self.warmup_steps, f"must be >= 0 and at most {MAX_STEPS:.0e}")
-        need(finite(self.weight_decay) and 0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "must be in [0, 1]")
+        need(self.weight_decay == "auto" or (finite(self.weight_decay) and 0 <= self.weight_decay <= 1), "weight_decay",
+             self.weight_decay, "must be auto or a number in [0, 1]")
         need(finite(self.grad_clip) and self.grad_clip > 0, "grad_clip", self.grad_clip, "must be a number > 0")
         need(self.max_steps is None or (isinstance(self.max_steps, int) and 1 <= self.max_steps <= MAX_STEPS),
              "max_steps", self.max_steps, f"must be a whole number >= 1 and at most {MAX_STEPS:.0e}")
@@ -134,11 +136,11 @@ class TrainConfig:
                            dropout=dropout, tie_weights=self.tie_weights)
 
 
-# With --dropout auto and a time budget, steps DROPOUT_TIMING_STEPS[0]..[1] are timed to learn how
-# many epochs the budget allows; the dropout is set then (the first steps are warm-up anyway). The
-# timed steps run without dropout, so they can be quicker than the rest: the plan can run high
-# (README, "Model quality"); auto_dropout was tuned with this estimate.
-DROPOUT_TIMING_STEPS = (10, 100)
+# With --dropout or --weight-decay auto and a time budget, steps AUTO_TIMING_STEPS[0]..[1] are timed
+# to learn how many epochs the budget allows; the auto options are set then (the first steps are
+# warm-up anyway). The timed steps run without dropout, so they can be quicker than the rest: the
+# plan can run high (README, "Model quality"); the auto rules were tuned with this estimate.
+AUTO_TIMING_STEPS = (10, 100)
 # An evaluation only runs forward, about a third of the work per token of a training step.
 EVAL_COST_PER_TOKEN = 1 / 3
 
@@ -155,6 +157,39 @@ def auto_dropout(planned_epochs: float) -> float:
     if planned_epochs <= 0:
         return 0.0
     return round(min(max(0.1 + 0.1 * math.log2(planned_epochs / 5), 0.0), 0.4), 2)
+
+
+def auto_weight_decay(planned_epochs: float) -> float:
+    """The AdamW weight decay for a run that will read its training text ``planned_epochs`` times.
+
+    Like the dropout, it must grow as the text is read more often. Measured on Tiny Shakespeare
+    with 2x512 (README, "Model quality"): in a 5-minute run (~5 epochs) 0.3 beat 0.1 and 1.0; in a
+    20-minute run (~18 epochs) 0.6 beat 0.3. So: 0.3 up to 5 epochs, 0.15 more per doubling, at
+    most 1.0. (No run has shown that a text read only once or twice wants less.)
+    """
+    if planned_epochs <= 5:
+        return 0.3
+    return round(min(0.3 + 0.15 * math.log2(planned_epochs / 5), 1.0), 2)
+
+
+def auto_lr(planned_epochs: float) -> float:
+    """The peak learning rate for a run that will read its training text ``planned_epochs`` times.
+
+    Measured on Tiny Shakespeare with 2x512 (README, "Model quality"): in a 5-minute run (~5
+    epochs) 5e-3 beat 3e-3, 4e-3 and 7e-3; in a 20-minute run (~18 epochs) 7e-3 beat 5e-3 and
+    1e-2. A longer run can afford larger steps before its schedule winds down, and with AdamW
+    the rate also scales the weight decay. So: 5e-3 up to 5 epochs, 7e-3 from 10 on, and in
+    between along log2(epochs).
+    """
+    if planned_epochs <= 5:
+        return 5e-3
+    return round(5e-3 + 2e-3 * min(math.log2(planned_epochs / 5), 1.0), 5)
+
+
+# Options that may be given as "auto", and the rule that settles each from the planned epochs.
+AUTO_RULES = {"dropout": auto_dropout, "weight_decay": auto_weight_decay, "lr": auto_lr}
+# What an auto option is while a time budget's steps are being timed (the lr warms up towards it).
+AUTO_WHILE_TIMING = {"dropout": 0.0, "weight_decay": auto_weight_decay(0), "lr": auto_lr(0)}
 
 
 # ---- events: what the loop tells the outside world -------------------------------------------
@@ -188,11 +223,19 @@ class StepDone:
 
 
 @dataclass
-class DropoutChosen:
-    """``--dropout auto`` settled: the dropout for the budget's planned number of epochs."""
+class AutoChosen:
+    """``--dropout``, ``--weight-decay`` and ``--lr auto`` settled from the budget's planned epochs.
+    An option given as a number is None here: it was not chosen."""
     step: int
-    dropout: float
     planned_epochs: float
+    dropout: float | None
+    weight_decay: float | None
+    lr: float | None
+
+    def describe(self) -> str:
+        """What was chosen, e.g. ``dropout 0.3, weight decay 0.6, lr 0.007``."""
+        chosen = {"dropout": self.dropout, "weight decay": self.weight_decay, "lr": self.lr}
+        return ", ".join(f"{name} {value:g}" for name, value in chosen.items() if value is not None)
 
 
 @dataclass
@@ -219,7 +262,7 @@ class RunFinished:
     reason: str  # "max_steps", "max_time", "epochs", "interrupted"
 
 
-Event = RunStarted | StepDone | DropoutChosen | EvalDone | CheckpointSaved | RunFinished
+Event = RunStarted | StepDone | AutoChosen | EvalDone | CheckpointSaved | RunFinished
 
 
 class TrainingAborted(KeyboardInterrupt):
@@ -331,21 +374,22 @@ class Trainer:
         self.chars_per_token = self.corpus.tokenizer.count_chars(np.asarray(train_tokens[:1 << 20])) / \
             max(min(len(train_tokens), 1 << 20), 1)
 
-        # --dropout auto is settled at this step (None: nothing to settle; a resumed run keeps its own).
-        self._dropout_decision_step = None
-        if config.dropout == "auto" and not resumed:
-            self._dropout_decision_step = DROPOUT_TIMING_STEPS[1] if config.max_time else 0
+        # The auto options are settled at this step (None: nothing to settle; a resumed run keeps its own).
+        self._auto_step = None
+        if any(getattr(config, name) == "auto" for name in AUTO_RULES) and not resumed:
+            self._auto_step = AUTO_TIMING_STEPS[1] if config.max_time else 0
         self._timing_started = 0.0
         if resumed:
             self.model = resumed.model
         elif init:
             self.model = grow_vocab(init.model, self.tokenizer.vocab_size) if config.extend_vocab else init.model
-            self.model.set_dropout(self._initial_dropout())
+            self.model.set_dropout(self._initial("dropout"))
         else:
             check_model_fits(config, self.tokenizer.vocab_size, self.device)
-            self.model = CharLM(config.model_config(self.tokenizer.vocab_size, self._initial_dropout()))
+            self.model = CharLM(config.model_config(self.tokenizer.vocab_size, self._initial("dropout")))
         self.model.to(self.device).train()
-        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.peak_lr = self._initial("lr")
+        self.optimizer = make_optimizer(self.model, self.device, self._initial("weight_decay"), self.peak_lr)
         train_model = self.dist.wrap_model(self.model, self.device)  # DDP under torchrun
         self.step_fn = torch.compile(train_model) if config.compile else train_model
         if self.dist.enabled:
@@ -451,6 +495,11 @@ class Trainer:
 
         self.step = summary["step"]
         self.elapsed_before = float(summary.get("elapsed", 0.0))
+        if self.config.lr == "auto":  # keep the rate this run chose
+            peak_lr = summary.get("peak_lr")
+            if not isinstance(peak_lr, (int, float)) or not 0 < peak_lr <= 10:
+                raise bad("its peak learning rate is missing or invalid")
+            self.peak_lr = float(peak_lr)
         self.skipped_steps = summary.get("skipped_steps", 0)
         self.best_val_loss = summary.get("best_val_loss")
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -537,39 +586,49 @@ class Trainer:
             fractions.append(elapsed / self.config.max_time)
         return min(max(fractions), 1.0)
 
-    def _initial_dropout(self) -> float:
-        """--dropout as given; for auto, what a step or epoch budget implies. A time budget is
-        turned into epochs after timing a few steps (``_choose_dropout``): until then, none."""
-        if self.config.dropout != "auto":
-            return self.config.dropout
+    def _initial(self, option: str) -> float:
+        """An auto-able option as given; for auto, what a step or epoch budget implies. A time budget
+        is turned into epochs after timing a few steps (``_settle_auto``): until then,
+        ``AUTO_WHILE_TIMING``."""
+        value = getattr(self.config, option)
+        if value != "auto":
+            return value
         total = self.total_steps()
-        return 0.0 if self.config.max_time or not total else auto_dropout(total / len(self.batches))
+        if self.config.max_time or not total:
+            return AUTO_WHILE_TIMING[option]
+        return AUTO_RULES[option](total / len(self.batches))
 
-    def _choose_dropout(self, elapsed: float) -> None:
-        """Settle --dropout auto from the epochs the budget allows, at the rate measured so far."""
+    def _settle_auto(self, elapsed: float) -> None:
+        """Settle the auto options from the epochs the budget allows, at the rate measured so far."""
         c = self.config
         total = self.total_steps()
         budget_steps = [total] if total else []
         if c.max_time:
-            seconds_per_step = max(elapsed - self._timing_started, 1e-9) / (self.step - DROPOUT_TIMING_STEPS[0])
+            seconds_per_step = max(elapsed - self._timing_started, 1e-9) / (self.step - AUTO_TIMING_STEPS[0])
             # Evaluations share the budget: each costs the forward pass over the scored tokens.
             scored = min(c.eval_tokens or len(self.val_tokens), len(self.val_tokens))
             eval_steps = scored * EVAL_COST_PER_TOKEN / (c.batch_size * c.seq_len)
             seconds_per_step *= 1 + eval_steps / c.eval_every
             budget_steps.append(self.step + max(c.max_time - elapsed, 0.0) / seconds_per_step)
         epochs = min(budget_steps) / len(self.batches)
-        dropout = auto_dropout(epochs)
-        self.model.set_dropout(dropout)
-        self._dropout_decision_step = None
-        self._log_metrics(step=self.step, dropout=dropout, planned_epochs=round(epochs, 2))
-        self.on_event(DropoutChosen(self.step, dropout, epochs))
+        chosen = {name: rule(epochs) if getattr(c, name) == "auto" else None for name, rule in AUTO_RULES.items()}
+        if chosen["dropout"] is not None:
+            self.model.set_dropout(chosen["dropout"])
+        if chosen["weight_decay"] is not None:
+            self.optimizer.param_groups[0]["weight_decay"] = chosen["weight_decay"]  # group 0: the matrices
+        if chosen["lr"] is not None:
+            self.peak_lr = chosen["lr"]
+        self._auto_step = None
+        self._log_metrics(step=self.step, planned_epochs=round(epochs, 2),
+                          **{name: value for name, value in chosen.items() if value is not None})
+        self.on_event(AutoChosen(self.step, epochs, **chosen))
 
     def lr_at(self, progress: float) -> float:
         c = self.config
         if self.step < c.warmup_steps:
-            return c.lr * (self.step + 1) / c.warmup_steps
-        floor = c.lr * c.min_lr_frac
-        return floor + (c.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+            return self.peak_lr * (self.step + 1) / c.warmup_steps
+        floor = self.peak_lr * c.min_lr_frac
+        return floor + (self.peak_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def finished_reason(self, elapsed: float) -> str | None:
         c = self.config
@@ -645,9 +704,9 @@ class Trainer:
             reason = self.finished_reason(elapsed)
             if reason or stop:
                 break
-            if self.step == self._dropout_decision_step:
-                self._choose_dropout(elapsed)
-            elif self.step == DROPOUT_TIMING_STEPS[0]:
+            if self.step == self._auto_step:
+                self._settle_auto(elapsed)
+            elif self.step == AUTO_TIMING_STEPS[0]:
                 self._timing_started = elapsed
             progress = self.progress(elapsed)
             lr = self.lr_at(progress)
@@ -710,11 +769,11 @@ class Trainer:
     def _diverged_message(self, bad_in_a_row: int) -> str:
         last = self.run_dir / LAST_NAME
         where = (f"the last good checkpoint is {last}; continue from it with a lower rate: "
-                 f"chargen train --resume {self.run_dir} --lr {self.config.lr / 3:.2g}"
+                 f"chargen train --resume {self.run_dir} --lr {self.peak_lr / 3:.2g}"
                  if last.exists() else "no checkpoint was saved yet")
         return (f"training diverged at step {self.step}: the loss or gradients were NaN/inf for "
                 f"{bad_in_a_row} steps in a row (skipped, not applied); lower the learning rate "
-                f"(--lr, now {self.config.lr:g}) or --grad-clip; {where}")
+                f"(--lr, now {self.peak_lr:g}) or --grad-clip; {where}")
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -774,6 +833,7 @@ class Trainer:
             "corpus": [str(p.resolve()) for p in self.corpus.files],
             "corpus_fingerprint": self.corpus_fingerprint,
             "train_config": asdict(self.config),
+            "peak_lr": self.peak_lr,  # --lr, or what auto chose
             "precision": self.precision,
             "saved_at": datetime.now().isoformat(timespec="seconds"),
         }
@@ -798,7 +858,7 @@ class Trainer:
     def _save(self, name: str, elapsed: float, with_training_state: bool = True) -> None:
         if any(not torch.isfinite(p).all() for p in self.model.parameters()):
             raise ChargenError(f"step {self.step}: the weights hold NaN/inf; not saving them over "
-                               f"good checkpoints. Lower --lr (now {self.config.lr:g})")
+                               f"good checkpoints. Lower --lr (now {self.peak_lr:g})")
         summary = self.summary(elapsed)
         summary["optimizer_param_groups"] = self.optimizer.state_dict()["param_groups"]
         training_state = self.training_state() if with_training_state else None  # every rank takes part
@@ -901,14 +961,15 @@ def lock_run_dir(run_dir: Path):
     return handle
 
 
-def make_optimizer(model: CharLM, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (biases and the embedding table are exempt)."""
+def make_optimizer(model: CharLM, device: torch.device, weight_decay: float, lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only, in the first group (biases and the embedding
+    table are exempt)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (decay if param.dim() >= 2 and not name.startswith("embed") else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
+    groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda" or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=device.type == "cuda" or None)
 
 
 def grow_vocab(model: CharLM, vocab_size: int) -> CharLM:

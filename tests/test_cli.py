@@ -45,8 +45,9 @@ def test_train_sample_eval_info_end_to_end(tmp_path, cli):
     info = json.loads(out)
     assert info["steps"] == 40 and info["model"]["hidden"] == 32 and info["tokenizer"] == "char"
     assert info["vocab_size"] == len(info["vocab"]) and info["best_val_loss"] > 0
+    assert info["train_config"]["lr"] == "auto" and 0 < info["lr"] <= 0.01  # what auto chose
     code, out, _ = cli("info", run)
-    assert "parameters" in out and "best val loss" in out
+    assert "parameters" in out and "best val loss" in out and f"lr={info['lr']}" in out
 
 
 def test_sentencepiece_run_reports_loss_per_char(tmp_path, cli):

@@ -5,9 +5,9 @@ import torch
 
 import chargen
 from chargen.checkpoint import load_checkpoint, save_checkpoint
-from chargen.model import CELLS, CharLM, ModelConfig
+from chargen.model import CELLS, CharLM, Dropout, ModelConfig
 from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
-from chargen.train import DropoutChosen, StepDone, TrainConfig, Trainer, auto_dropout
+from chargen.train import AutoChosen, StepDone, TrainConfig, Trainer, auto_dropout, auto_lr, auto_weight_decay
 
 from .conftest import TINY_OPTIONS, make_text
 
@@ -31,6 +31,23 @@ def test_weights_are_tied():
     untied = CharLM(ModelConfig(vocab_size=7, hidden=8, tie_weights=False))
     assert untied.head.weight is not untied.embed.weight
     assert untied.num_parameters() == model.num_parameters() + 7 * 8
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_zeroes_its_share_and_scales_the_rest(dtype):
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(200, 500, dtype=dtype, requires_grad=True)
+    y = drop(x)
+    assert y.dtype == dtype
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.01
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # no gradient reaches what was dropped
+    assert not torch.equal(drop(x) != 0, kept)  # a fresh mask every call
+    drop.eval()
+    assert drop(x) is x
 
 
 def test_gradient_clipping_caps_the_norm(tiny_corpus, tmp_path):
@@ -127,6 +144,21 @@ def test_auto_dropout_grows_with_the_epochs_the_budget_allows():
     assert rates == sorted(rates)
 
 
+def test_auto_weight_decay_grows_with_the_epochs_the_budget_allows():
+    assert auto_weight_decay(1) == auto_weight_decay(5) == 0.3  # measured at 5 epochs (README)
+    assert auto_weight_decay(18.5) == pytest.approx(0.6, abs=0.03)  # measured at ~18
+    assert auto_weight_decay(1e6) == 1.0
+    decays = [auto_weight_decay(e) for e in (1, 3, 5, 8, 10, 20, 40, 100, 1000)]
+    assert decays == sorted(decays)
+
+
+def test_auto_lr_rises_from_5e3_to_7e3_between_5_and_10_epochs():
+    assert auto_lr(1) == auto_lr(5) == 5e-3 and auto_lr(10) == auto_lr(18) == auto_lr(1e6) == 7e-3
+    assert 5e-3 < auto_lr(7) < 7e-3
+    rates = [auto_lr(e) for e in (1, 5, 6, 7, 8, 9, 10, 20)]
+    assert rates == sorted(rates)
+
+
 def _dropout_events(tiny_corpus, tmp_path, **options):
     events = []
     # 64-token windows: a few dozen steps per epoch of the tiny corpus, so several epochs are quick.
@@ -134,7 +166,7 @@ def _dropout_events(tiny_corpus, tmp_path, **options):
                                   out=str(tmp_path / "run")),
                       [str(tiny_corpus)], on_event=events.append)
     trainer.run()
-    return trainer, [e for e in events if isinstance(e, DropoutChosen)]
+    return trainer, [e for e in events if isinstance(e, AutoChosen)]
 
 
 def test_auto_dropout_follows_a_step_budget_from_the_start(tiny_corpus, tmp_path):
@@ -142,6 +174,9 @@ def test_auto_dropout_follows_a_step_budget_from_the_start(tiny_corpus, tmp_path
     epochs = math.ceil(8 * len(trainer.batches)) / len(trainer.batches)
     assert [(e.step, e.planned_epochs) for e in chosen] == [(0, pytest.approx(epochs))]
     assert trainer.model.config.dropout == trainer.model.drop.p == auto_dropout(epochs) > 0
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == chosen[0].weight_decay == auto_weight_decay(epochs)
+    assert trainer.peak_lr == chosen[0].lr == auto_lr(epochs) > 5e-3
+    assert trainer.optimizer.param_groups[1]["weight_decay"] == 0  # biases and the embedding: never
 
 
 def test_auto_dropout_for_a_time_budget_is_set_after_timing_a_few_steps(tiny_corpus, tmp_path):
@@ -149,6 +184,8 @@ def test_auto_dropout_for_a_time_budget_is_set_after_timing_a_few_steps(tiny_cor
     trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=200, max_time=600.0)
     assert [(e.step, e.planned_epochs) for e in chosen] == [(100, pytest.approx(200 / len(trainer.batches)))]
     assert trainer.model.drop.p == chosen[0].dropout > 0
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == chosen[0].weight_decay
+    assert trainer.peak_lr == chosen[0].lr
 
 
 def test_auto_dropout_counts_the_time_evaluations_will_take(tiny_corpus, tmp_path):
@@ -157,7 +194,7 @@ def test_auto_dropout_counts_the_time_evaluations_will_take(tiny_corpus, tmp_pat
     events = []
     trainer = Trainer(config, [str(tiny_corpus)], on_event=events.append)
     trainer.step, trainer._timing_started = 100, 1.0
-    trainer._choose_dropout(elapsed=10.0)  # 0.1 s per step over steps 10..100, 90 s left
+    trainer._settle_auto(elapsed=10.0)  # 0.1 s per step over steps 10..100, 90 s left
     scored_per_eval = len(trainer.val_tokens) / 3 / (8 * 64)  # in training-step equivalents
     steps = 100 + 90 / (0.1 * (1 + scored_per_eval / 5))
     assert steps < 1000 - 50  # the evaluations' share is not negligible here
@@ -165,19 +202,29 @@ def test_auto_dropout_counts_the_time_evaluations_will_take(tiny_corpus, tmp_pat
     assert trainer.model.config.dropout == auto_dropout(steps / len(trainer.batches))
 
 
-def test_a_resumed_run_keeps_the_dropout_it_chose(tiny_corpus, tmp_path):
+def test_a_resumed_run_keeps_the_dropout_and_weight_decay_it_chose(tiny_corpus, tmp_path):
     first, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=None, epochs=8)
     events = []
     resumed = Trainer(TrainConfig(**{**TINY_OPTIONS, "seq_len": 64, "max_steps": None, "epochs": 12}),
                       resume=str(tmp_path / "run"), on_event=events.append)
     resumed.run()
-    assert not any(isinstance(e, DropoutChosen) for e in events)
+    assert not any(isinstance(e, AutoChosen) for e in events)
     assert resumed.model.drop.p == chosen[0].dropout != auto_dropout(12)
+    assert resumed.optimizer.param_groups[0]["weight_decay"] == chosen[0].weight_decay != auto_weight_decay(12)
+    assert resumed.peak_lr == chosen[0].lr != auto_lr(12)
 
 
-def test_an_explicit_dropout_is_kept(tiny_corpus, tmp_path):
-    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=30, dropout=0.05)
+def test_explicit_dropout_and_weight_decay_are_kept(tiny_corpus, tmp_path):
+    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=30, dropout=0.05, weight_decay=0.01, lr=3e-3)
     assert chosen == [] and trainer.model.drop.p == trainer.model.config.dropout == 0.05
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.01 and trainer.peak_lr == 3e-3
+
+
+def test_only_the_auto_option_is_chosen(tiny_corpus, tmp_path):
+    trainer, chosen = _dropout_events(tiny_corpus, tmp_path, max_steps=None, epochs=8, dropout=0.05, lr=3e-3)
+    assert [(e.dropout, e.weight_decay, e.lr) for e in chosen] == [(None, auto_weight_decay(chosen[0].planned_epochs), None)]
+    assert trainer.model.drop.p == 0.05
+    assert chosen[0].describe() == f"weight decay {chosen[0].weight_decay:g}"
 
 
 def test_metrics_file_records_the_run(tiny_run):
