@@ -27,7 +27,6 @@ from torch import nn
 
 import chargen
 from chargen.dashboard import Dashboard
-from chargen.model import Dropout
 from chargen.train import CheckpointSaved, StepDone, resolve_precision
 from rich.console import Console
 
@@ -90,16 +89,6 @@ def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> 
     return chars_per_sec, saved[-1] - stamps[-1]
 
 
-def dropout_ms(drop: nn.Module, x: torch.Tensor, repeats: int = 20) -> float:
-    """Milliseconds per forward and backward pass of a dropout layer on ``x``."""
-    for _ in range(3):
-        drop(x).sum().backward()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        drop(x).sum().backward()
-    return (time.perf_counter() - started) / repeats * 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=2)
@@ -144,16 +133,6 @@ def main() -> None:
             save_s = statistics.median(saves)
             print(f"{precision:>9} | {b:12,.0f} | {c:15,.0f} | {c / b:5.3f}x | {save_s:.2f} s "
                   f"({100 * save_s / interval_s:.1f}%)")
-
-    # chargen's Dropout draws CPU masks with torch.rand instead of bernoulli_ (chargen/model.py).
-    x = torch.randn(args.batch_size, args.seq_len, args.hidden, device=args.device, requires_grad=True)
-    torch_ms, chargen_ms = [], []
-    for _ in range(args.rounds):
-        torch_ms.append(dropout_ms(nn.Dropout(0.3), x))
-        chargen_ms.append(dropout_ms(Dropout(0.3), x))
-    t, c = statistics.median(torch_ms), statistics.median(chargen_ms)
-    print(f"dropout 0.3 on one {list(x.shape)} activation, forward and backward: nn.Dropout {t:.1f} ms, "
-          f"chargen's Dropout {c:.1f} ms ({t / c:.2f}x faster)")
 
 
 if __name__ == "__main__":

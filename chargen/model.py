@@ -85,21 +85,6 @@ class PeepholeLSTM(nn.Module):
         return x, (torch.stack(h_out), torch.stack(c_out))
 
 
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` that draws its CPU masks with ``torch.rand``.
-
-    On CPU, ``F.dropout`` draws with ``bernoulli_``, about three times slower for the same number
-    of draws: ~4 ms of each 2x512 training step per dropout site (``bench/train_speed.py``).
-    Elsewhere (CUDA's fused dropout kernel) it is ``nn.Dropout`` unchanged.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu":
-            return super().forward(x)
-        scaled_keep = (torch.rand(x.shape, device=x.device) >= self.p).to(x.dtype).mul_(1 / (1 - self.p))
-        return x * scaled_keep
-
-
 class CharLM(nn.Module):
     """A recurrent language model over token ids.
 
@@ -118,7 +103,7 @@ class CharLM(nn.Module):
             config.hidden, config.hidden, num_layers=config.layers, batch_first=True,
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
-        self.drop = Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         self._init_weights()
         if config.tie_weights:

@@ -5,7 +5,7 @@ import torch
 
 import chargen
 from chargen.checkpoint import load_checkpoint, save_checkpoint
-from chargen.model import CELLS, CharLM, Dropout, ModelConfig
+from chargen.model import CELLS, CharLM, ModelConfig
 from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
 from chargen.train import AutoChosen, StepDone, TrainConfig, Trainer, auto_dropout, auto_lr, auto_weight_decay
 
@@ -31,23 +31,6 @@ def test_weights_are_tied():
     untied = CharLM(ModelConfig(vocab_size=7, hidden=8, tie_weights=False))
     assert untied.head.weight is not untied.embed.weight
     assert untied.num_parameters() == model.num_parameters() + 7 * 8
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_dropout_zeroes_its_share_and_scales_the_rest(dtype):
-    torch.manual_seed(0)
-    drop = Dropout(0.3)
-    x = torch.ones(200, 500, dtype=dtype, requires_grad=True)
-    y = drop(x)
-    assert y.dtype == dtype
-    kept = y != 0
-    assert abs(1 - kept.float().mean().item() - 0.3) < 0.01
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
-    y.sum().backward()
-    assert torch.equal(x.grad != 0, kept)  # no gradient reaches what was dropped
-    assert not torch.equal(drop(x) != 0, kept)  # a fresh mask every call
-    drop.eval()
-    assert drop(x) is x
 
 
 def test_gradient_clipping_caps_the_norm(tiny_corpus, tmp_path):
