@@ -5,7 +5,7 @@ import torch
 
 import chargen
 from chargen.checkpoint import load_checkpoint, save_checkpoint
-from chargen.model import CELLS, CharLM, ModelConfig
+from chargen.model import CELLS, CharLM, ModelConfig, dropout
 from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
 from chargen.train import AutoChosen, StepDone, TrainConfig, Trainer, auto_dropout, auto_lr, auto_weight_decay
 
@@ -236,3 +236,44 @@ def test_evaluation_equals_one_pass_over_the_whole_text():
     result = evaluate(model, tokens, ByteTokenizer(), stream_len=200, burn_in=300)
     assert result.tokens == 2999
     assert result.nats_per_token == pytest.approx(one_pass, rel=1e-5)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_dropout_drops_the_given_share_and_keeps_the_mean(p):
+    torch.manual_seed(0)
+    ones = torch.ones(400, 1000)
+    dropped = dropout(ones, p, training=True)
+    assert abs((dropped == 0).float().mean().item() - p) < 0.003
+    assert abs(dropped.mean().item() - 1.0) < 0.005
+    survivors = dropped[dropped != 0]
+    torch.testing.assert_close(survivors, torch.full_like(survivors, survivors[0].item()))  # one scale
+    assert dropout(ones, p, training=False) is ones and dropout(ones, 0.0, training=True) is ones
+
+
+def test_dropout_masks_are_fresh_each_call_and_follow_the_seed():
+    x = torch.ones(64, 512, dtype=torch.bfloat16, requires_grad=True)
+    torch.manual_seed(3)
+    first, second = dropout(x, 0.3, True), dropout(x, 0.3, True)
+    torch.manual_seed(3)
+    again = dropout(x, 0.3, True)
+    assert first.dtype == torch.bfloat16 and not torch.equal(first, second) and torch.equal(first, again)
+    first.sum().backward()  # the gradient passes where the mask kept the unit, scaled like it
+    torch.testing.assert_close(x.grad, first.detach())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_training_forward_is_the_stacked_cell_with_dropout_between_layers(cell, monkeypatch):
+    # Layer by layer (so the inter-layer masks are drawn by chargen's dropout), it must compute
+    # exactly what the fused multi-layer call computes when no unit is dropped.
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=13, cell=cell, layers=3, hidden=16, dropout=0.3))
+    tokens = torch.randint(13, (4, 9))
+    start = model(tokens[:, :3])[1]
+    expected, expected_state = model.eval()(tokens[:, 3:], start)
+    calls = []
+    monkeypatch.setattr(chargen.model, "dropout", lambda x, p, training: calls.append(p) or x)
+    model.train().drop.p = 0.0
+    got, got_state = model(tokens[:, 3:], start)
+    assert calls == [0.0, 0.3, 0.3, 0.0]  # the embedding, between layers 1-2 and 2-3, the output
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got_state, expected_state)
