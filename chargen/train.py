@@ -137,8 +137,8 @@ class TrainConfig:
 
 
 # With --dropout or --weight-decay auto and a time budget, steps AUTO_TIMING_STEPS[0]..[1] are timed
-# to learn how many epochs the budget allows; the auto options are set then (the first steps are
-# warm-up anyway). The timed steps run without dropout, so they can be quicker than the rest: the
+# (their median) to learn how many epochs the budget allows; the auto options are set then (the
+# first steps are warm-up anyway). The timed steps run without dropout, so they can be quicker than the rest: the
 # plan can run high (README, "Model quality"); the auto rules were tuned with this estimate.
 AUTO_TIMING_STEPS = (10, 100)
 # An evaluation only runs forward, about a third of the work per token of a training step.
@@ -378,7 +378,7 @@ class Trainer:
         self._auto_step = None
         if any(getattr(config, name) == "auto" for name in AUTO_RULES) and not resumed:
             self._auto_step = AUTO_TIMING_STEPS[1] if config.max_time else 0
-        self._timing_started = 0.0
+        self._timing_marks: list[float] = []  # when each timed step started (elapsed seconds)
         if resumed:
             self.model = resumed.model
         elif init:
@@ -604,7 +604,10 @@ class Trainer:
         total = self.total_steps()
         budget_steps = [total] if total else []
         if c.max_time:
-            seconds_per_step = max(elapsed - self._timing_started, 1e-9) / (self.step - AUTO_TIMING_STEPS[0])
+            # The median step, not the mean: a few seconds of contention for the CPU while the
+            # steps are timed (another program starting) would otherwise shrink the plan, and
+            # with it every choice of the run. An evaluation in the window is skipped the same way.
+            seconds_per_step = max(float(np.median(np.diff(self._timing_marks))), 1e-9)
             # Evaluations share the budget: each costs the forward pass over the scored tokens.
             scored = min(c.eval_tokens or len(self.val_tokens), len(self.val_tokens))
             eval_steps = scored * EVAL_COST_PER_TOKEN / (c.batch_size * c.seq_len)
@@ -704,10 +707,10 @@ class Trainer:
             reason = self.finished_reason(elapsed)
             if reason or stop:
                 break
+            if self._auto_step is not None and self.step >= AUTO_TIMING_STEPS[0]:
+                self._timing_marks.append(elapsed)
             if self.step == self._auto_step:
                 self._settle_auto(elapsed)
-            elif self.step == AUTO_TIMING_STEPS[0]:
-                self._timing_started = elapsed
             progress = self.progress(elapsed)
             lr = self.lr_at(progress)
             for group in self.optimizer.param_groups:

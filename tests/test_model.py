@@ -176,13 +176,30 @@ def test_auto_dropout_counts_the_time_evaluations_will_take(tiny_corpus, tmp_pat
                          out=str(tmp_path / "run"))
     events = []
     trainer = Trainer(config, [str(tiny_corpus)], on_event=events.append)
-    trainer.step, trainer._timing_started = 100, 1.0
+    trainer.step, trainer._timing_marks = 100, [1.0 + 0.1 * i for i in range(91)]
     trainer._settle_auto(elapsed=10.0)  # 0.1 s per step over steps 10..100, 90 s left
     scored_per_eval = len(trainer.val_tokens) / 3 / (8 * 64)  # in training-step equivalents
     steps = 100 + 90 / (0.1 * (1 + scored_per_eval / 5))
     assert steps < 1000 - 50  # the evaluations' share is not negligible here
     assert events[-1].planned_epochs == pytest.approx(steps / len(trainer.batches))
     assert trainer.model.config.dropout == auto_dropout(steps / len(trainer.batches))
+
+
+def test_a_moment_of_contention_while_steps_are_timed_does_not_change_the_plan(tiny_corpus, tmp_path):
+    config = TrainConfig(**{**TINY_OPTIONS, "seq_len": 64, "max_steps": None, "max_time": 300.0},
+                         out=str(tmp_path / "run"))
+    plans = []
+    for stall in (0.0, 8.0):  # another program takes the CPU for 8 s during one of the 90 steps
+        events = []
+        trainer = Trainer(config, [str(tiny_corpus)], on_event=events.append)
+        durations = [0.1] * 90
+        durations[40] += stall
+        trainer.step, trainer._timing_marks = 100, [1.0 + sum(durations[:i]) for i in range(91)]
+        trainer._settle_auto(elapsed=trainer._timing_marks[-1])
+        trainer._lock.close()
+        plans.append(events[-1].planned_epochs)
+    # Only the 8 s themselves are missing from the plan; timed by the mean, it would have halved.
+    assert plans[1] == pytest.approx(plans[0] * (290 - 8) / 290, rel=0.01)
 
 
 def test_a_resumed_run_keeps_the_dropout_and_weight_decay_it_chose(tiny_corpus, tmp_path):
