@@ -138,8 +138,9 @@ class TrainConfig:
 
 # With --dropout or --weight-decay auto and a time budget, steps AUTO_TIMING_STEPS[0]..[1] are timed
 # (their median) to learn how many epochs the budget allows; the auto options are set then (the
-# first steps are warm-up anyway). The timed steps run without dropout, so they can be quicker than the rest: the
-# plan can run high (README, "Model quality"); the auto rules were tuned with this estimate.
+# first steps are warm-up anyway). The timed steps run without dropout, so they can be quicker
+# than the rest: the plan can run high (README, "Model quality"); the auto rules were tuned with
+# this estimate.
 AUTO_TIMING_STEPS = (10, 100)
 # An evaluation only runs forward, about a third of the work per token of a training step.
 EVAL_COST_PER_TOKEN = 1 / 3
