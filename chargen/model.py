@@ -52,24 +52,35 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
-class _LayerwiseDropout:
-    """For ``nn.LSTM``/``GRU``/``RNN``: on the CPU, run one layer at a time and apply
-    :func:`dropout` between layers, instead of the built-in ``bernoulli_`` masks.
+class _FusedLayers:
+    """For ``nn.LSTM``/``GRU``/``RNN``: two CPU fast paths that call the fused per-layer kernels
+    (oneDNN for the LSTM) directly, with the parent class's parameters, names and checkpoints.
 
-    The parameters, their names and the fused per-layer kernels (oneDNN for the LSTM) are those
-    of the parent class, whose own forward runs whenever there is no dropout to apply (inference,
-    one layer, rate 0) and on GPUs, where cuDNN runs all layers from one weight buffer.
+    - Training with dropout between layers runs one layer at a time and applies :func:`dropout`
+      in between, instead of the built-in ``bernoulli_`` masks.
+    - ``weight_ih_l0`` replaces layer 0's input weight for this call (``CharLM`` feeds one-hot
+      ids through the product of its embedding and that weight).
+
+    Otherwise (inference without a replaced weight, one layer, rate 0, GPUs, where cuDNN runs all
+    layers from one weight buffer) the parent class's own forward runs.
     """
 
     _functional: Callable  # torch.lstm, torch.gru or torch.rnn_tanh: one call runs stacked layers
 
-    def forward(self, x: torch.Tensor, state: State = None):
-        if not self.training or self.dropout == 0 or self.num_layers == 1 or x.device.type != "cpu":
+    def forward(self, x: torch.Tensor, state: State = None, weight_ih_l0: torch.Tensor | None = None):
+        layerwise = self.training and self.dropout > 0 and self.num_layers > 1 and x.device.type == "cpu"
+        if not layerwise and weight_ih_l0 is None:
             return super().forward(x, state)
         if state is None:
             zeros = x.new_zeros(self.num_layers, x.size(0), self.hidden_size)
             state = (zeros, zeros) if isinstance(self, nn.LSTM) else zeros
-        weights, finals = self._flat_weights, []
+        weights = list(self._flat_weights)
+        if weight_ih_l0 is not None:
+            weights[0] = weight_ih_l0
+        if not layerwise:
+            x, *final = self._functional(x, state, weights, True, self.num_layers, 0.0, self.training, False, True)
+            return x, tuple(final) if isinstance(self, nn.LSTM) else final[0]
+        finals = []
         for layer in range(self.num_layers):
             if layer > 0:
                 x = dropout(x, self.dropout, True)
@@ -82,15 +93,15 @@ class _LayerwiseDropout:
         return x, torch.cat([h for h, in finals])
 
 
-class StackedLSTM(_LayerwiseDropout, nn.LSTM):
+class StackedLSTM(_FusedLayers, nn.LSTM):
     _functional = staticmethod(torch.lstm)
 
 
-class StackedGRU(_LayerwiseDropout, nn.GRU):
+class StackedGRU(_FusedLayers, nn.GRU):
     _functional = staticmethod(torch.gru)
 
 
-class StackedRNN(_LayerwiseDropout, nn.RNN):  # tanh, nn.RNN's default
+class StackedRNN(_FusedLayers, nn.RNN):  # tanh, nn.RNN's default
     _functional = staticmethod(torch.rnn_tanh)
 
 
@@ -200,9 +211,25 @@ class CharLM(nn.Module):
                 getattr(self.rnn, f"bias_hh_l{layer}").data[hidden:2 * hidden].fill_(0.0)
 
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        x = self.drop(self.embed(tokens))
-        out, state = self.rnn(x, state)
+        if self._one_hot_input(tokens):
+            # Embedding then layer 0's input weight is one linear map of the token's one-hot
+            # vector: W_ih·Eᵀ, [4·hidden, vocab]. For a vocabulary narrower than the hidden size
+            # (65 characters against 512) its product with the input is that much cheaper; the
+            # function, parameters and gradients are the same (tests/test_model.py).
+            one_hot = F.one_hot(tokens, self.config.vocab_size).to(self.embed.weight.dtype)
+            out, state = self.rnn(one_hot, state, weight_ih_l0=self.rnn.weight_ih_l0 @ self.embed.weight.t())
+        else:
+            out, state = self.rnn(self.drop(self.embed(tokens)), state)
         return self.head(self.drop(out)), state
+
+    def _one_hot_input(self, tokens: torch.Tensor) -> bool:
+        """Whether :meth:`forward` takes the one-hot path: on the CPU, with no dropout on the
+        embedding, and when the tokens are enough to repay forming W_ih·Eᵀ (not when sampling
+        one token at a time)."""
+        vocab, hidden = self.config.vocab_size, self.config.hidden
+        return (isinstance(self.rnn, _FusedLayers) and tokens.device.type == "cpu"
+                and (self.drop.p == 0 or not self.training) and vocab < hidden
+                and tokens.numel() * (hidden - vocab) > 2 * hidden * vocab)
 
     def set_dropout(self, p: float) -> None:
         """Change the dropout rate everywhere it applies (fine-tuning, or chosen after a few steps)."""

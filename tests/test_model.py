@@ -122,6 +122,7 @@ def test_lr_schedule_warms_up_then_decays(tiny_corpus, tmp_path):
 def test_auto_dropout_grows_with_the_epochs_the_budget_allows():
     assert auto_dropout(5) == 0.1 and auto_dropout(20) == 0.3  # the measured points (README)
     assert auto_dropout(0.5) == auto_dropout(2) == 0.0  # one pass over a big corpus: no overfitting
+    assert auto_dropout(3) == 0.0 and auto_dropout(3.6) == 0.05  # no token gesture of a rate
     assert auto_dropout(1e6) == 0.4
     rates = [auto_dropout(e) for e in (1, 3, 5, 8, 10, 20, 40, 100)]
     assert rates == sorted(rates)
@@ -294,3 +295,31 @@ def test_training_forward_is_the_stacked_cell_with_dropout_between_layers(cell, 
     assert calls == [0.0, 0.3, 0.3, 0.0]  # the embedding, between layers 1-2 and 2-3, the output
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(got_state, expected_state)
+
+
+@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("lstm", 1), ("gru", 2), ("rnn", 2)])
+def test_one_hot_input_path_is_the_same_model_with_the_same_gradients(cell, layers, monkeypatch):
+    # For a vocabulary narrower than the hidden size, training feeds one-hot ids through W_ih·Eᵀ
+    # instead of embedding them: the logits, the carried state and every gradient must not change.
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=20, cell=cell, layers=layers, hidden=64))
+    tokens = torch.randint(20, (4, 30))
+    assert model._one_hot_input(tokens) and not model._one_hot_input(tokens[:1, :1])  # not when sampling
+    results = {}
+    for one_hot in (True, False):
+        monkeypatch.setattr(model, "_one_hot_input", lambda _tokens: one_hot)
+        model.zero_grad()
+        logits, state = model(tokens[:, :20])
+        more, _ = model(tokens[:, 20:], state)
+        (logits.square().mean() + more.mean()).backward()
+        results[one_hot] = logits, state, more, [p.grad.clone() for p in model.parameters()]
+    torch.testing.assert_close(results[True], results[False])
+
+
+def test_one_hot_input_path_is_left_when_the_embedding_has_dropout():
+    model = CharLM(ModelConfig(vocab_size=20, layers=2, hidden=64, dropout=0.2))
+    tokens = torch.randint(20, (4, 30))
+    assert not model.train()._one_hot_input(tokens)  # its mask is per element of the embedding
+    assert model.eval()._one_hot_input(tokens)
+    wide = CharLM(ModelConfig(vocab_size=300, layers=2, hidden=64))  # e.g. sentencepiece pieces
+    assert not wide._one_hot_input(torch.randint(300, (4, 30)))
