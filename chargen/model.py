@@ -20,8 +20,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout, as ``F.dropout``, with a mask that is cheap to draw on the CPU.
 
     On the CPU ``F.dropout`` draws one random number per element (``bernoulli_``), which cost
-    ~13 ms per [32, 64, 512] activation on this project's 2-core machine: with three dropout
-    sites, about a tenth of a training step. Here each 16-bit slice of a 64-bit random word is
+    ~13 ms per [32, 64, 512] activation on this project's 2-core machine: with a 2-layer
+    model's two dropout sites, about a tenth of a training step. Here each 16-bit slice of a 64-bit random word is
     one element's draw (a quarter of the generator calls, no float conversion): ~2 ms. The rate
     is rounded to a multiple of 1/65536 and the survivors are scaled by the exact inverse of the
     rate used, so the expected activation is unchanged. On GPUs ``F.dropout``'s fused kernel is
@@ -211,24 +211,25 @@ class CharLM(nn.Module):
                 getattr(self.rnn, f"bias_hh_l{layer}").data[hidden:2 * hidden].fill_(0.0)
 
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        # Dropout acts on every layer's output (between layers and before the head), not on the
+        # embedding: that leaves embedding then layer 0's input weight one linear map of the
+        # token's one-hot vector, W_ih·Eᵀ [4·hidden, vocab]. For a vocabulary narrower than the
+        # hidden size (65 characters against 512) its product with the input is that much
+        # cheaper, with the same function, parameters and gradients (tests/test_model.py). In 20
+        # minutes on Tiny Shakespeare, the embedding's dropout had not helped (README).
         if self._one_hot_input(tokens):
-            # Embedding then layer 0's input weight is one linear map of the token's one-hot
-            # vector: W_ih·Eᵀ, [4·hidden, vocab]. For a vocabulary narrower than the hidden size
-            # (65 characters against 512) its product with the input is that much cheaper; the
-            # function, parameters and gradients are the same (tests/test_model.py).
             one_hot = F.one_hot(tokens, self.config.vocab_size).to(self.embed.weight.dtype)
             out, state = self.rnn(one_hot, state, weight_ih_l0=self.rnn.weight_ih_l0 @ self.embed.weight.t())
         else:
-            out, state = self.rnn(self.drop(self.embed(tokens)), state)
+            out, state = self.rnn(self.embed(tokens), state)
         return self.head(self.drop(out)), state
 
     def _one_hot_input(self, tokens: torch.Tensor) -> bool:
-        """Whether :meth:`forward` takes the one-hot path: on the CPU, with no dropout on the
-        embedding, and when the tokens are enough to repay forming W_ih·Eᵀ (not when sampling
+        """Whether :meth:`forward` takes the one-hot path: on the CPU, for a vocabulary narrower
+        than the hidden size, and for enough tokens to repay forming W_ih·Eᵀ (not when sampling
         one token at a time)."""
         vocab, hidden = self.config.vocab_size, self.config.hidden
-        return (isinstance(self.rnn, _FusedLayers) and tokens.device.type == "cpu"
-                and (self.drop.p == 0 or not self.training) and vocab < hidden
+        return (isinstance(self.rnn, _FusedLayers) and tokens.device.type == "cpu" and vocab < hidden
                 and tokens.numel() * (hidden - vocab) > 2 * hidden * vocab)
 
     def set_dropout(self, p: float) -> None:
