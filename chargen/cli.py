@@ -75,7 +75,7 @@ TRAIN_OPTIONS = {
              "state; several times slower: no fused kernel)", str),
     "layers": ("number of stacked recurrent layers", int),
     "hidden": ("hidden size of each layer (also the embedding size)", int),
-    "dropout": ("dropout between layers and on input/output: a rate, 0 to disable, or auto to grow "
+    "dropout": ("dropout between layers and on the output: a rate, 0 to disable, or auto to grow "
                 "it with the number of epochs the budget allows (0.1 at 5, 0.3 at 20)",
                 auto_or_number("dropout", "0.2")),
     "tie_weights": ("share the input embedding with the output layer", None),
@@ -83,7 +83,8 @@ TRAIN_OPTIONS = {
     "vocab_size": ("vocabulary size, for --tokenizer sentencepiece", int),
     "normalize": ("Unicode normalization for the char tokenizer: NFC or NFKC (default: none)", str),
     "encoding": ("text encoding of the corpus files", str),
-    "seq_len": ("tokens per truncated-BPTT window (state is carried across windows)", int),
+    "seq_len": ("tokens per truncated-BPTT window (state is carried across windows); 32 is better for "
+                "budgets of ~3 epochs or fewer, 64 for longer ones (README)", int),
     "batch_size": ("parallel streams per step", int),
     "lr": ("peak learning rate (AdamW): a number, or auto to raise it with the number of epochs "
            "the budget allows (5e-3 up to 5, 7e-3 from 10)", auto_or_number("lr", "5e-3")),
@@ -94,7 +95,8 @@ TRAIN_OPTIONS = {
                      auto_or_number("weight decay", "0.3")),
     "grad_clip": ("clip the global gradient norm to this", float),
     "max_steps": ("stop after this many steps", int),
-    "max_time": ("wall-time budget, final evaluation included, e.g. 90s, 5m, 2h", parse_duration),
+    "max_time": ("wall-time budget from reading the corpus to the final evaluation and checkpoint, e.g. "
+                 "90s, 5m, 2h", parse_duration),
     "epochs": ("stop after this many passes over the corpus (10 if no limit is given)", float),
     "val_frac": ("fraction of the corpus (its end) held out for validation", float),
     "eval_every": ("evaluate on the validation split and checkpoint every N steps", int),

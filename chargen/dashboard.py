@@ -16,6 +16,10 @@ from .train import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, Ru
 
 LN2 = math.log(2)
 PLAIN_LINE_EVERY_S = 5.0
+# The live view is redrawn from the training thread, at most this often between other events,
+# rather than by rich's refresh thread: with that thread at 4 Hz, a 5-minute run on the 2-core
+# machine fit 2,230 steps against 2,376 for the same run without a live view (README).
+REDRAW_EVERY_S = 0.5
 
 
 def _bits(nats: float | None) -> str:
@@ -46,12 +50,12 @@ class Dashboard:
         self.last_eval: EvalDone | None = None
         self.auto: AutoChosen | None = None
         self.sample = ""
-        self._last_plain = 0.0
+        self._last_plain = self._last_redraw = 0.0
         self.progress = Progress(
             TextColumn("[bold]training"), BarColumn(), TaskProgressColumn(),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console)
         self.task = self.progress.add_task("train", total=1000)
-        self.live = Live(self._render(), console=self.console, refresh_per_second=4,
+        self.live = Live(self._render(), console=self.console, auto_refresh=False,
                          transient=False) if self.live_mode else None
 
     def __enter__(self) -> "Dashboard":
@@ -61,7 +65,7 @@ class Dashboard:
 
     def __exit__(self, *exc) -> None:
         if self.live:
-            self.live.update(self._render())
+            self.live.update(self._render(), refresh=True)
             self.live.stop()
 
     def __call__(self, event: Event) -> None:
@@ -91,7 +95,10 @@ class Dashboard:
             self._plain(f"done: {event.step} steps in {event.elapsed:.0f}s, best val "
                         f"{_bits(event.best_val_loss)}; checkpoints in {event.run_dir}")
         if self.live:
-            self.live.update(self._render())
+            now = time.monotonic()
+            if not isinstance(event, StepDone) or now - self._last_redraw >= REDRAW_EVERY_S:
+                self._last_redraw = now
+                self.live.update(self._render(), refresh=True)
 
     def _plain(self, line: str) -> None:
         if not self.live_mode:
