@@ -21,10 +21,10 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
     On the CPU ``F.dropout`` draws one random number per element (``bernoulli_``), which cost
     ~13 ms per [32, 64, 512] activation on this project's 2-core machine: with a 2-layer
-    model's two dropout sites, about a tenth of a training step. Here each 16-bit slice of a 64-bit random word is
-    one element's draw (a quarter of the generator calls, no float conversion): ~2 ms. The rate
-    is rounded to a multiple of 1/65536 and the survivors are scaled by the exact inverse of the
-    rate used, so the expected activation is unchanged. On GPUs ``F.dropout``'s fused kernel is
+    model's two dropout sites, about a tenth of a training step. Here each 16-bit slice of a
+    64-bit random word is one element's draw (a quarter of the generator calls, no float
+    conversion): ~2 ms. The rate is rounded to a multiple of 1/65536 and the survivors are scaled
+    by the exact inverse of the rate used, so the expected activation is unchanged. On GPUs ``F.dropout``'s fused kernel is
     already fast and is used as it is.
     """
     if not training or p == 0:

@@ -296,12 +296,15 @@ def test_training_forward_is_the_stacked_cell_with_dropout_between_layers(cell, 
     torch.testing.assert_close(got_state, expected_state)
 
 
-@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("lstm", 1), ("gru", 2), ("rnn", 2)])
-def test_one_hot_input_path_is_the_same_model_with_the_same_gradients(cell, layers, monkeypatch):
+@pytest.mark.parametrize("cell,layers,rate", [("lstm", 2, 0.0), ("lstm", 1, 0.0), ("gru", 2, 0.0), ("rnn", 2, 0.0),
+                                              ("lstm", 3, 0.3)])
+def test_one_hot_input_path_is_the_same_model_with_the_same_gradients(cell, layers, rate, monkeypatch):
     # For a vocabulary narrower than the hidden size, training feeds one-hot ids through W_ih·Eᵀ
-    # instead of embedding them: the logits, the carried state and every gradient must not change.
+    # instead of embedding them: the logits, the carried state and every gradient must not change,
+    # also layer by layer (dropout between layers, its masks made to keep every unit here).
     torch.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=20, cell=cell, layers=layers, hidden=64))
+    monkeypatch.setattr(chargen.model, "dropout", lambda x, p, training: x)
+    model = CharLM(ModelConfig(vocab_size=20, cell=cell, layers=layers, hidden=64, dropout=rate))
     tokens = torch.randint(20, (4, 30))
     assert model._one_hot_input(tokens) and not model._one_hot_input(tokens[:1, :1])  # not when sampling
     results = {}
