@@ -19,7 +19,7 @@ $(DEMO_CORPUS): | setup
 
 demo: setup $(DEMO_CORPUS)
 	rm -rf checkpoints/demo
-	$(CHARGEN) train $(DEMO_CORPUS) --max-time $(DEMO_TIME) --layers 2 --hidden 256 --seq-len 32 --out checkpoints/demo
+	$(CHARGEN) train $(DEMO_CORPUS) --max-time $(DEMO_TIME) --out checkpoints/demo
 	$(CHARGEN) sample checkpoints/demo --prime "def " --length 600 --temp 0.7 --seed 1
 
 test: setup

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chargen.cli import build_parser, parse_duration  # noqa: E402
+from chargen.dashboard import describe_shape  # noqa: E402
 from chargen.train import AutoChosen, EvalDone, RunStarted, StepDone, TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -48,10 +49,12 @@ def main() -> None:
 
         def on_event(event):
             if isinstance(event, RunStarted):
-                m = event.model_config
+                m, c = event.model_config, event.config
                 print(f"model {m.layers}x{m.hidden} {m.cell}, {event.num_parameters:,} params, "
-                      f"{event.precision}, batch {config.batch_size}x{config.seq_len}, lr {config.lr}, "
-                      f"dropout {config.dropout}, weight decay {config.weight_decay}, budget {args.time:.0f}s", flush=True)
+                      f"{event.precision}, batch {c.batch_size}x{c.seq_len}, lr {c.lr}, "
+                      f"dropout {c.dropout}, weight decay {c.weight_decay}, budget {args.time:.0f}s", flush=True)
+                if event.shape_plan:
+                    print(f"auto: {describe_shape(event.shape_plan)}", flush=True)
             elif isinstance(event, StepDone):
                 train_losses.append(event.loss)
             elif isinstance(event, AutoChosen):

@@ -62,6 +62,18 @@ def auto_or_number(option: str, example: str):
     return parse
 
 
+def auto_or_whole(option: str, example: str):
+    """An argparse type for an option that takes ``auto`` or a whole number."""
+    def parse(text: str) -> int | str:
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {option} {text!r}: use auto or a whole number such as {example}") from None
+    return parse
+
+
 def unescape(text: str | None) -> str | None:
     r"""Turn the escapes a shell makes hard to type (\n, \t, \r, \\) into the characters."""
     if text is None:
@@ -74,7 +86,9 @@ TRAIN_OPTIONS = {
     "cell": ("recurrent cell: lstm, gru, rnn (plain tanh RNN) or lstm-peephole (gates see the cell "
              "state; several times slower: no fused kernel)", str),
     "layers": ("number of stacked recurrent layers", int),
-    "hidden": ("hidden size of each layer (also the embedding size)", int),
+    "hidden": ("hidden size of each layer (also the embedding size): a number, or auto for 512, "
+               "or narrower (down to 256) when --max-time is too short to train 512 well (README)",
+               auto_or_whole("hidden", "512")),
     "dropout": ("dropout between layers and on the output: a rate, 0 to disable, or auto to grow "
                 "it with the number of epochs the budget allows (0.1 at 5, 0.3 at 20)",
                 auto_or_number("dropout", "0.2")),
@@ -83,8 +97,9 @@ TRAIN_OPTIONS = {
     "vocab_size": ("vocabulary size, for --tokenizer sentencepiece", int),
     "normalize": ("Unicode normalization for the char tokenizer: NFC or NFKC (default: none)", str),
     "encoding": ("text encoding of the corpus files", str),
-    "seq_len": ("tokens per truncated-BPTT window (state is carried across windows); 32 is better for "
-                "budgets of ~3 epochs or fewer, 64 for longer ones (README)", int),
+    "seq_len": ("tokens per truncated-BPTT window (state is carried across windows): a number, or auto "
+                "for 64, or 32 when --max-time lets the model read the text at most 7 times (README)",
+                auto_or_whole("seq len", "64")),
     "batch_size": ("parallel streams per step", int),
     "lr": ("peak learning rate (AdamW): a number, or auto to raise it with the number of epochs "
            "the budget allows (5e-3 up to 5, 7e-3 from 10)", auto_or_number("lr", "5e-3")),

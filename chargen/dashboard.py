@@ -39,6 +39,12 @@ def _describe_run(e: RunStarted) -> str:
             f"budget {' or '.join(budget)} | {e.run_dir}")
 
 
+def describe_shape(plan: dict) -> str:
+    speeds = ", ".join(f"{width}: {speed:,}" for width, speed in plan["tokens_per_second"].items())
+    return (f"hidden {plan['hidden']}, seq len {plan['seq_len']} for {plan['budget_seconds']:.0f}s "
+            f"(probed tokens/s by width: {speeds})")
+
+
 class Dashboard:
     """Consumes training events. Use as a context manager and pass it as ``on_event``."""
 
@@ -72,6 +78,8 @@ class Dashboard:
         if isinstance(event, RunStarted):
             self.start = event
             self._plain(f"run: {_describe_run(event)}")
+            if event.shape_plan:
+                self._plain(f"auto: {describe_shape(event.shape_plan)}")
         elif isinstance(event, StepDone):
             self.last_step = event
             self.progress.update(self.task, completed=event.progress * 1000)
@@ -122,6 +130,8 @@ class Dashboard:
         stats.add_row("speed", f"{s.chars_per_sec:,.0f} chars/s" if s else "-")
         stats.add_row("lr", f"{s.lr:.2e}" if s else "-")
         stats.add_row("grad norm", f"{s.grad_norm:.3f} (before clipping)" if s else "-")
+        if self.start and self.start.shape_plan:
+            stats.add_row("auto shape", describe_shape(self.start.shape_plan))
         if self.auto:
             stats.add_row("auto", f"{self.auto.describe()} (~{self.auto.planned_epochs:.1f} epochs planned)")
         if s and s.skipped_steps:

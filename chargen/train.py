@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -52,7 +52,7 @@ class TrainConfig:
     # model
     cell: str = "lstm"
     layers: int = 2
-    hidden: int = 512
+    hidden: int | str = "auto"  # auto: DEFAULT_HIDDEN, narrower when --max-time is short (plan_shape)
     dropout: float | str = "auto"  # auto: from the epochs the budget allows (auto_dropout)
     tie_weights: bool = True
     # tokenizer and input
@@ -61,7 +61,7 @@ class TrainConfig:
     normalize: str | None = None  # char only: NFC or NFKC
     encoding: str = "utf-8"
     # optimization
-    seq_len: int = 64  # short windows, more updates: lower val loss per CPU-minute (README)
+    seq_len: int | str = "auto"  # auto: DEFAULT_SEQ_LEN, SHORT_SEQ_LEN when --max-time is short (plan_shape)
     batch_size: int = 32
     lr: float | str = "auto"  # peak; auto: from the epochs the budget allows (auto_lr)
     min_lr_frac: float = 0.0  # cosine decays to lr * min_lr_frac: all the way down (README)
@@ -98,9 +98,13 @@ class TrainConfig:
 
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every", "log_every"):
             value = getattr(self, name)
-            need(isinstance(value, int) and 1 <= value <= 1_000_000, name, value, "must be a whole number from 1 to 1000000")
+            may_be_auto = name in ("hidden", "seq_len")
+            if may_be_auto and value == "auto":
+                continue
+            need(isinstance(value, int) and 1 <= value <= 1_000_000, name, value,
+                 f"must be {'auto or ' if may_be_auto else ''}a whole number from 1 to 1000000")
         need(self.layers <= 64, "layers", self.layers, "must be at most 64")
-        need(self.hidden <= 16384, "hidden", self.hidden, "must be at most 16384")
+        need(self.hidden == "auto" or self.hidden <= 16384, "hidden", self.hidden, "must be auto or at most 16384")
         need(self.cell in CELLS, "cell", self.cell, f"choose one of {', '.join(CELLS)}")
         need(self.tokenizer in TOKENIZER_KINDS, "tokenizer", self.tokenizer, f"choose one of {', '.join(TOKENIZER_KINDS)}")
         need(300 <= self.vocab_size <= 1_000_000, "vocab_size", self.vocab_size, "must be between 300 and 1000000")
@@ -132,6 +136,7 @@ class TrainConfig:
         return self
 
     def model_config(self, vocab_size: int, dropout: float) -> ModelConfig:
+        assert self.hidden != "auto", "settle --hidden auto first (plan_shape)"
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
                            dropout=dropout, tie_weights=self.tie_weights)
 
@@ -193,6 +198,73 @@ AUTO_RULES = {"dropout": auto_dropout, "weight_decay": auto_weight_decay, "lr": 
 AUTO_WHILE_TIMING = {"dropout": 0.0, "weight_decay": auto_weight_decay(0), "lr": auto_lr(0)}
 
 
+# --hidden and --seq-len auto. Without a time budget: 2x512 and 64-token windows, the shape the
+# rules above were tuned on. A --max-time budget can be too short to train that model: a
+# narrower one reads more text in the same time and ends lower, and while the text is read only
+# a few times, shorter windows (more, smaller updates) help. Measured on Tiny Shakespeare on a
+# 2-core CPU (README, "Model quality"): in 5 minutes 2x384 with 32-token windows gave 1.4044,
+# 2x512 1.4300 (32) and 1.4381 (64), 2x384 with 64-token windows 1.4334; in 20 minutes 2x512 with
+# 64 gave 1.3559 and with 32 1.3707.
+DEFAULT_HIDDEN, DEFAULT_SEQ_LEN = 512, 64
+WIDTHS = (512, 448, 384, 320, 256)  # what --hidden auto picks among, widest first
+SHORT_SEQ_LEN = 32
+# A real run reads ~70% of the tokens the probe's speed implies: the probe leaves out the
+# optimizer, the evaluations and the loop. (5 minutes here: 2x384 probed ~25k tokens/s and read
+# 16.6k a second; 2x512 ~10.5k and 8.1k.)
+PROBE_EFFICIENCY = 0.7
+# A model must be able to read this many tokens per parameter in its budget; in 5 minutes here
+# 2x512 could read 0.5 and 2x448 1.2, 2x384 2.2 (the best of the 5-minute runs), and in 20
+# minutes 2x512 2.1 (and was the best there).
+TOKENS_PER_PARAMETER = 1.5
+# Short windows pay while the text is read at most this many times: 2x384 in 5 minutes read
+# Tiny Shakespeare ~5 times (32 better), 2x512 in 20 minutes ~10 times (64 better).
+SHORT_SEQ_MAX_EPOCHS = 7.0
+PROBE_STEPS = 6  # the first warms up (kernel selection, allocation); the fastest of the rest counts
+
+
+def plan_shape(hidden: int | str, seq_len: int | str, seconds: float, train_tokens: int,
+               parameters: Callable[[int], int], tokens_per_second: Callable[[int, int], float]) -> tuple[int, int]:
+    """``--hidden`` and ``--seq-len`` for a budget of ``seconds``, settling whichever is ``auto``.
+
+    The width is the widest of WIDTHS that can read TOKENS_PER_PARAMETER tokens per parameter
+    in the budget, at PROBE_EFFICIENCY times the speed ``tokens_per_second(width, seq_len)``
+    measures (the narrowest if none can). The window is SHORT_SEQ_LEN if that width reads the
+    training text at most SHORT_SEQ_MAX_EPOCHS times, else DEFAULT_SEQ_LEN. Numbers given stay.
+    """
+    window = SHORT_SEQ_LEN if seq_len == "auto" else seq_len
+    widths = WIDTHS if hidden == "auto" else (hidden,)
+    for width in widths:
+        tokens = PROBE_EFFICIENCY * tokens_per_second(width, window) * seconds
+        if tokens >= TOKENS_PER_PARAMETER * parameters(width):
+            break
+    if seq_len == "auto" and tokens > SHORT_SEQ_MAX_EPOCHS * train_tokens:
+        window = DEFAULT_SEQ_LEN
+    return width, window
+
+
+def measure_speed(config: "TrainConfig", vocab_size: int, hidden: int, seq_len: int, rows: int,
+                  tokens: np.ndarray, device: torch.device, autocast: Callable) -> float:
+    """Training tokens per second of a fresh ``hidden``-wide model: forward and backward of
+    ``rows`` windows of ``seq_len`` real tokens, no dropout, fastest of PROBE_STEPS - 1 timed steps."""
+    model = CharLM(replace(config, hidden=hidden).model_config(vocab_size, 0.0)).to(device).train()
+    window = torch.from_numpy(np.asarray(tokens[:rows * (seq_len + 1)], dtype=np.int64))
+    window = window.view(rows, seq_len + 1).to(device)
+    fastest = math.inf
+    for step in range(PROBE_STEPS):
+        started = time.perf_counter()
+        with autocast():
+            logits, _ = model(window[:, :-1])
+            loss = F.cross_entropy(logits.float().flatten(0, 1), window[:, 1:].flatten())
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
+        if step:
+            fastest = min(fastest, time.perf_counter() - started)
+    return rows * seq_len / max(fastest, 1e-9)
+
+
 # ---- events: what the loop tells the outside world -------------------------------------------
 
 @dataclass
@@ -208,6 +280,9 @@ class RunStarted:
     steps_per_epoch: int
     total_steps: int | None
     start_step: int
+    # What --hidden / --seq-len auto chose for a time budget: hidden, seq_len, budget_seconds and
+    # the probed tokens_per_second by width (None when nothing was probed).
+    shape_plan: dict | None = None
 
 
 @dataclass
@@ -368,6 +443,8 @@ class Trainer:
         self.corpus_fingerprint = corpus_fingerprint(train_tokens)
         if resumed:
             self._check_same_corpus(resumed, train_tokens)
+        self.shape_plan: dict | None = None  # what --hidden / --seq-len auto measured and chose
+        config = self.config = self._settle_shape(config, train_tokens, init)
         self.batches = StreamBatches(train_tokens, config.batch_size, config.seq_len,
                                      streams=self.dist.streams(config.batch_size))
         if config.val_frac > 0 and len(self.val_tokens) < 2:
@@ -414,6 +491,8 @@ class Trainer:
             remove_stale_temp_files(self.run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._trim_metrics()
+        if self.shape_plan:
+            self._log_metrics(step=0, **self.shape_plan)
 
     # -- set-up helpers --
 
@@ -444,6 +523,9 @@ class Trainer:
         except ChargenError as exc:
             raise ChargenError(f"{resume}: the saved training config is invalid ({exc}); "
                                "the checkpoint metadata was altered") from None
+        if "auto" in (merged.hidden, merged.seq_len):  # a run records the numbers it chose
+            raise ChargenError(f"{resume}: the saved training config is invalid (hidden and seq_len "
+                               "must be numbers); the checkpoint metadata was altered")
         # An option the user set (it differs from the default) overrides the saved one if it may
         # change (train longer, another device); otherwise it must agree with the run.
         for f in fields(TrainConfig):
@@ -472,6 +554,44 @@ class Trainer:
                 f"(it had {summary.get('train_tokens', '?'):,} training tokens, this has "
                 f"{len(train_tokens):,}); resume with the original corpus, or start a new run from "
                 f"these weights with --init-from {resumed.path}")
+
+    def _settle_shape(self, config: TrainConfig, train_tokens: np.ndarray, init) -> TrainConfig:
+        """The config with ``--hidden`` and ``--seq-len`` as numbers (``plan_shape`` for auto).
+
+        Only a --max-time budget is measured: rank 0 times a few training steps of each width it
+        considers (a second or two on a 2-core CPU), the others take its choice. A run started from a
+        checkpoint keeps that model's width.
+        """
+        hidden = init.model.config.hidden if init else config.hidden
+        seq_len = config.seq_len
+        vocab, rows = self.tokenizer.vocab_size, config.batch_size // self.dist.world_size
+        probe_window = SHORT_SEQ_LEN if seq_len == "auto" else seq_len
+        if "auto" in (hidden, seq_len) and config.max_time and len(train_tokens) > rows * (probe_window + 1):
+            speeds = {}
+
+            def tokens_per_second(width: int, window: int) -> float:
+                try:
+                    speed = measure_speed(config, vocab, width, window, rows, train_tokens, self.device, self.autocast)
+                except torch.cuda.OutOfMemoryError:
+                    raise ChargenError(f"out of GPU memory timing a {width}-wide model for --hidden auto; "
+                                       "lower --batch-size, or give --hidden and --seq-len") from None
+                speeds[width] = speed * self.dist.world_size
+                return speeds[width]
+
+            def parameters(width: int) -> int:
+                with torch.device("meta"):
+                    return CharLM(replace(config, hidden=width).model_config(vocab, 0.0)).num_parameters()
+
+            plan = None
+            if self.dist.is_main:
+                seconds = config.max_time - (time.perf_counter() - self._created)
+                plan = plan_shape(hidden, seq_len, seconds, len(train_tokens), parameters, tokens_per_second)
+                self.shape_plan = {"hidden": plan[0], "seq_len": plan[1], "budget_seconds": round(seconds, 1),
+                                   "tokens_per_second": {str(w): round(v) for w, v in speeds.items()}}
+            hidden, seq_len = self.dist.broadcast_object(plan)
+            torch.manual_seed(config.seed)  # the probes drew initial weights: start afresh, as without them
+        return replace(config, hidden=DEFAULT_HIDDEN if hidden == "auto" else hidden,
+                       seq_len=DEFAULT_SEQ_LEN if seq_len == "auto" else seq_len)
 
     def _init_tokenizer(self, init, corpus_paths) -> Tokenizer | None:
         if init is None:
@@ -677,7 +797,8 @@ class Trainer:
         c = self.config
         self.on_event(RunStarted(self.run_dir, c, self.model.config, self.model.num_parameters(),
                                  str(self.device), self.precision, len(self.batches.tokens),
-                                 len(self.val_tokens), len(self.batches), self.total_steps(), self.step))
+                                 len(self.val_tokens), len(self.batches), self.total_steps(), self.step,
+                                 self.shape_plan))
         previous_handlers = self._install_signal_handlers()
         try:
             return self._loop()

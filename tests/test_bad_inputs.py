@@ -142,6 +142,7 @@ def files(tiny_run, tmp_path_factory) -> dict[str, Path]:
     f["r_state_shape"] = rn("state_shape", tensor_edit=lambda ts: ts.__setitem__("rnn_state.h", torch.zeros(1, 2, 3)))
     f["r_rng"] = rn("rng", tensor_edit=lambda ts: ts.__setitem__("rng.torch", torch.zeros(5, dtype=torch.uint8)))
     f["r_train_config"] = rn("train_config", meta_edit=_set("summary.train_config.seq_len", -4))
+    f["r_train_config_auto"] = rn("train_config_auto", meta_edit=_set("summary.train_config.hidden", "auto"))
     f["r_groups"] = rn("groups", meta_edit=_set("summary.optimizer_param_groups", [{"lr": 1}]))
     f["r_no_optim"] = rn("no_optim", tensor_edit=lambda ts: [ts.pop(k) for k in list(ts) if k.startswith("optim.")])
     f["r_corpus_gone"] = rn("corpus_gone", meta_edit=_set("summary.corpus", [str(d / "deleted.txt")]))
@@ -180,9 +181,10 @@ CASES = [
         ("layers", "0", "--layers 0: must be a whole number from 1"),
         ("layers", "nan", "argument --layers: invalid int value: 'nan'"),
         ("layers", "100", "--layers 100: must be at most 64"),
-        ("hidden", "-5", "--hidden -5: must be a whole number from 1"),
+        ("hidden", "-5", "--hidden -5: must be auto or a whole number from 1"),
         ("hidden", "0", "--hidden 0: must be"),
-        ("hidden", "1e3", "argument --hidden: invalid int value: '1e3'"),
+        ("hidden", "1e3", "argument --hidden: invalid hidden '1e3': use auto or a whole number such as 512"),
+        ("seq-len", "long", "argument --seq-len: invalid seq len 'long': use auto or a whole number"),
         ("hidden", "99999999", "--hidden 99999999: must be"),
         ("seq-len", "-1", "--seq-len -1: must be"),
         ("seq-len", "0", "--seq-len 0: must be"),
@@ -274,6 +276,8 @@ CASES = [
     ("resume, carried state shape", "train --resume {runs}/state_shape", "carried recurrent state has the wrong shape"),
     ("resume, RNG state", "train --resume {runs}/rng", "optimizer or RNG state does not load"),
     ("resume, train config", "train --resume {runs}/train_config", "the saved training config is invalid (--seq-len -4"),
+    ("resume, train config auto", "train --resume {runs}/train_config_auto",
+     "the saved training config is invalid (hidden and seq_len must be numbers)"),
     ("resume, param groups", "train --resume {runs}/groups", "optimizer settings do not match the model"),
     ("resume, no optimizer", "train --resume {runs}/no_optim", "has no optimizer state"),
     # -- checkpoints, through sample (info and eval share the loader)

@@ -1,3 +1,4 @@
+import importlib
 import io
 
 from rich.console import Console
@@ -25,3 +26,16 @@ def test_live_dashboard_redraws_at_most_twice_a_second_and_ends_on_the_final_sta
     assert 20 <= len(renders) < 40
     screen = console.file.getvalue()
     assert "step" in screen and "60  (epoch" in screen and "best val" in screen
+
+
+def test_the_shape_auto_chose_for_a_time_budget_is_shown(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.import_module("chargen.train"), "measure_speed", lambda *args: 1.0)  # a crawl
+    for live in (True, False):
+        console = Console(file=io.StringIO(), force_terminal=live, width=200)
+        config = TrainConfig(**{**TINY_OPTIONS, "hidden": "auto", "seq_len": "auto", "max_steps": 4,
+                                "max_time": 600.0}, out=str(tmp_path / f"run-{live}"))
+        with Dashboard(console) as dashboard:
+            Trainer(config, [str(tiny_corpus)], on_event=dashboard).run()
+        screen = console.file.getvalue()
+        assert "2x256 lstm" not in screen and "1x256 lstm" in screen and "batch 8x32" in screen
+        assert "hidden 256, seq len 32 for" in screen and "probed tokens/s by width: 512: 1, 448: 1" in screen

@@ -1,5 +1,9 @@
+import importlib
+import json
 import math
+from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 
@@ -7,7 +11,9 @@ import chargen
 from chargen.checkpoint import load_checkpoint, save_checkpoint
 from chargen.model import CELLS, CharLM, ModelConfig, dropout
 from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
-from chargen.train import AutoChosen, StepDone, TrainConfig, Trainer, auto_dropout, auto_lr, auto_weight_decay
+from chargen.train import (PROBE_EFFICIENCY, SHORT_SEQ_MAX_EPOCHS, TOKENS_PER_PARAMETER, WIDTHS, AutoChosen,
+                           StepDone, TrainConfig, Trainer, auto_dropout, auto_lr, auto_weight_decay, measure_speed,
+                           plan_shape)
 
 from .conftest import TINY_OPTIONS, make_text
 
@@ -140,6 +146,83 @@ def test_auto_lr_rises_from_5e3_to_7e3_between_5_and_10_epochs():
     assert 5e-3 < auto_lr(7) < 7e-3
     rates = [auto_lr(e) for e in (1, 5, 6, 7, 8, 9, 10, 20)]
     assert rates == sorted(rates)
+
+
+def test_plan_shape_narrows_the_model_and_shortens_windows_for_a_short_budget():
+    parameters = lambda width: 16 * width ** 2  # noqa: E731 (a stand-in for the real count)
+    calls = []
+
+    def speed(width, window):  # compute-bound: tokens per second fall with width squared
+        calls.append((width, window))
+        return 1e9 / width ** 2
+
+    def plan(hidden="auto", seq_len="auto", seconds=1000.0, train_tokens=1_000_000):
+        calls.clear()
+        return plan_shape(hidden, seq_len, seconds, train_tokens, parameters, speed)
+
+    def reads(width, seconds=1000.0):
+        return PROBE_EFFICIENCY * 1e9 / width ** 2 * seconds
+
+    # 512 and 448 would read fewer than TOKENS_PER_PARAMETER tokens per parameter; 384 reads enough.
+    assert reads(448) < TOKENS_PER_PARAMETER * parameters(448) and reads(384) >= TOKENS_PER_PARAMETER * parameters(384)
+    assert reads(384) <= SHORT_SEQ_MAX_EPOCHS * 1_000_000
+    assert plan() == (384, 32) and calls == [(512, 32), (448, 32), (384, 32)]  # probed widest first, short windows
+    assert plan(train_tokens=reads(384) / (SHORT_SEQ_MAX_EPOCHS + 0.5)) == (384, 64)  # text read too often for 32
+    assert plan(seconds=1e5) == (512, 64) and calls == [(512, 32)]  # a long budget: the default shape
+    assert plan(seconds=1e-3) == (WIDTHS[-1], 32)  # too short for any: the narrowest
+    assert plan(hidden=512) == (512, 32) and calls == [(512, 32)]  # a given width is kept
+    assert plan(seq_len=100) == (384, 100) and calls[-1] == (384, 100)  # a given window is kept, and probed
+
+
+TRAIN_MODULE = importlib.import_module("chargen.train")  # chargen.train is also the API's function
+
+
+def _probed_trainer(corpus, tmp_path, monkeypatch, name, tokens_per_second=1.0, **options):
+    probes = []
+
+    def fake_speed(config, vocab_size, hidden, seq_len, rows, tokens, device, autocast):
+        probes.append((hidden, seq_len))
+        return tokens_per_second
+
+    monkeypatch.setattr(TRAIN_MODULE, "measure_speed", fake_speed)
+    config = {**TINY_OPTIONS, "hidden": "auto", "seq_len": "auto", "max_steps": 4, "max_time": 600.0, **options}
+    return Trainer(TrainConfig(**config, out=str(tmp_path / name)), [str(corpus)]), probes
+
+
+def test_auto_shape_for_a_time_budget_is_probed_and_recorded(tiny_corpus, tmp_path, monkeypatch):
+    trainer, probes = _probed_trainer(tiny_corpus, tmp_path, monkeypatch, "auto")
+    assert probes == [(width, 32) for width in WIDTHS]  # a crawl: none reads enough, the narrowest it is
+    assert (trainer.config.hidden, trainer.config.seq_len) == (WIDTHS[-1], 32)
+    assert trainer.model.config.hidden == WIDTHS[-1] and trainer.batches.seq_len == 32
+    plan = json.loads((tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()[0])
+    assert plan["step"] == 0 and (plan["hidden"], plan["seq_len"]) == (WIDTHS[-1], 32)
+    assert 0 < plan["budget_seconds"] <= 600 and set(plan["tokens_per_second"]) == {str(w) for w in WIDTHS}
+    initial = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+    trainer.run()
+
+    # The same seed gives the same model as asking for that shape: probing leaves no trace.
+    given, probes = _probed_trainer(tiny_corpus, tmp_path, monkeypatch, "given", hidden=WIDTHS[-1], seq_len=32)
+    assert probes == [] and given.shape_plan is None
+    assert all(torch.equal(initial[name], value) for name, value in given.model.state_dict().items())
+
+    # Resuming keeps the shape the run chose, without probing again.
+    monkeypatch.setattr(TRAIN_MODULE, "measure_speed", lambda *args: pytest.fail("probed on resume"))
+    resumed = Trainer(TrainConfig(hidden="auto", seq_len="auto", max_time=600.0), resume=str(tmp_path / "auto"))
+    assert (resumed.config.hidden, resumed.config.seq_len) == (WIDTHS[-1], 32) and resumed.step == 4
+
+
+def test_auto_shape_is_the_default_without_a_time_budget_or_with_a_fast_machine(tiny_corpus, tmp_path, monkeypatch):
+    trainer, probes = _probed_trainer(tiny_corpus, tmp_path, monkeypatch, "steps", max_time=None, layers=1)
+    assert probes == [] and (trainer.config.hidden, trainer.config.seq_len) == (512, 64)
+    trainer, probes = _probed_trainer(tiny_corpus, tmp_path, monkeypatch, "fast", tokens_per_second=1e12)
+    assert probes == [(512, 32)] and (trainer.config.hidden, trainer.config.seq_len) == (512, 64)
+
+
+def test_measure_speed_times_real_training_steps():
+    config = TrainConfig(layers=1)
+    tokens = np.arange(1000) % 7
+    speed = measure_speed(config, 7, 16, 8, 2, tokens, torch.device("cpu"), nullcontext)
+    assert math.isfinite(speed) and speed > 0
 
 
 def _dropout_events(tiny_corpus, tmp_path, **options):
