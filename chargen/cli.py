@@ -98,7 +98,7 @@ TRAIN_OPTIONS = {
     "normalize": ("Unicode normalization for the char tokenizer: NFC or NFKC (default: none)", str),
     "encoding": ("text encoding of the corpus files", str),
     "seq_len": ("tokens per truncated-BPTT window (state is carried across windows): a number, or auto "
-                "for 64, or 32 when --max-time lets the model read the text at most 7 times (README)",
+                "for 64, or 32 when --max-time lets the model read the text at most 6.5 times (README)",
                 auto_or_whole("seq len", "64")),
     "batch_size": ("parallel streams per step", int),
     "lr": ("peak learning rate (AdamW): a number, or auto to raise it with the number of epochs "

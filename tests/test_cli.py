@@ -83,7 +83,8 @@ def test_refuses_to_overwrite_an_existing_run(tiny_run, tiny_corpus, cli):
 
 
 def test_every_command_documents_its_options_with_defaults(cli, capsys):
-    for command, expected in [("train", ["--max-time", "--seq-len", "(default: auto)", "(default: 32)", "--tokenizer", "--init-from"]),
+    for command, expected in [("train", ["--max-time", "--seq-len", "--hidden", "(default: auto)", "--tokenizer",
+                                         "--init-from"]),
                               ("sample", ["--temp", "(default: 0.8)", "--top-p", "--beam", "--num-samples"]),
                               ("eval", ["--json", "--encoding"]), ("info", ["--json"])]:
         with pytest.raises(SystemExit) as exit_info:
