@@ -34,7 +34,7 @@ from torch import nn
 
 import chargen
 from chargen.dashboard import Dashboard
-from chargen.train import CheckpointSaved, StepDone, resolve_precision
+from chargen.train import EVAL_EVERY_TOKENS, CheckpointSaved, StepDone, resolve_precision
 from rich.console import Console
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -129,7 +129,7 @@ def main() -> None:
             letters = "abcdefghijklmnopqrstuvwxyz ,.\n"
             corpus.write_text("".join(letters[i] for i in torch.randint(len(letters), (1_100_000,), generator=g).tolist()))
         print(f"{'precision':>9} | {'bare chars/s':>12} | {'chargen chars/s':>15} | {'ratio':>6} | "
-              f"checkpoints (share of 200 steps)")
+              f"checkpoints (share of the time between evaluations)")
         for precision in args.precisions.split(","):
             bare, ours, saves = [], [], []
             for _ in range(args.rounds):
@@ -138,7 +138,7 @@ def main() -> None:
                 ours.append(speed)
                 saves.append(save_s)
             b, c = statistics.median(bare), statistics.median(ours)
-            interval_s = 200 * args.batch_size * args.seq_len / c  # the default --eval-every
+            interval_s = EVAL_EVERY_TOKENS / c  # --eval-every auto
             save_s = statistics.median(saves)
             print(f"{precision:>9} | {b:12,.0f} | {c:15,.0f} | {c / b:5.3f}x | {save_s:.2f} s "
                   f"({100 * save_s / interval_s:.1f}%)")

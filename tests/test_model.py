@@ -11,9 +11,9 @@ import chargen
 from chargen.checkpoint import load_checkpoint, save_checkpoint
 from chargen.model import CELLS, CharLM, ModelConfig, dropout
 from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
-from chargen.train import (PROBE_EFFICIENCY, SHORT_SEQ_MAX_EPOCHS, TOKENS_PER_PARAMETER, WIDTHS, AutoChosen,
-                           StepDone, TrainConfig, Trainer, auto_dropout, auto_lr, auto_weight_decay, measure_speed,
-                           plan_shape)
+from chargen.train import (EVAL_EVERY_TOKENS, PROBE_EFFICIENCY, SHORT_SEQ_MAX_EPOCHS, TOKENS_PER_PARAMETER, WIDTHS,
+                           AutoChosen, StepDone, TrainConfig, Trainer, auto_dropout, auto_lr, auto_weight_decay,
+                           measure_speed, plan_shape)
 
 from .conftest import TINY_OPTIONS, make_text
 
@@ -216,6 +216,17 @@ def test_auto_shape_is_the_default_without_a_time_budget_or_with_a_fast_machine(
     assert probes == [] and (trainer.config.hidden, trainer.config.seq_len) == (512, 64)
     trainer, probes = _probed_trainer(tiny_corpus, tmp_path, monkeypatch, "fast", tokens_per_second=1e12)
     assert probes == [(512, 32)] and (trainer.config.hidden, trainer.config.seq_len) == (512, 64)
+
+
+def test_auto_eval_every_spaces_evaluations_by_training_tokens(tiny_corpus, tmp_path):
+    intervals = []
+    for seq_len in (16, 32):
+        config = TrainConfig(**{**TINY_OPTIONS, "seq_len": seq_len, "eval_every": "auto"},
+                             out=str(tmp_path / f"s{seq_len}"))
+        trainer = Trainer(config, [str(tiny_corpus)])
+        intervals.append(trainer.config.eval_every * 8 * seq_len)  # tokens between evaluations
+    assert intervals == [EVAL_EVERY_TOKENS, EVAL_EVERY_TOKENS]
+    assert TrainConfig().eval_every == "auto" and EVAL_EVERY_TOKENS == 400 * 32 * 64  # 400 steps of 32x64
 
 
 def test_measure_speed_times_real_training_steps():
