@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import chargen
 from chargen import distributed
 from chargen.errors import ChargenError
-from chargen.train import TrainConfig, Trainer
+from chargen.train import WIDTHS, TrainConfig, Trainer
 
 from .conftest import make_text
 
@@ -95,6 +95,17 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_batch_and_resum
     val = [r["val_loss"] for r in got if "val_loss" in r]
     vocab = chargen.load(str(parallel)).tokenizer.vocab_size
     assert val[1] < val[0] < math.log(vocab) and val[1] < 0.7 * math.log(vocab)
+
+
+def test_the_ranks_train_the_shape_rank_0_probed_for_a_time_budget(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(make_text(), encoding="utf-8")
+    options = {**OPTIONS, "hidden": "auto", "max_time": 20, "max_steps": 10}
+    torchrun(tmp_path, corpus, "--out", "probed", *cli_flags(options))  # ranks of different widths would fail
+    plan = metrics(tmp_path / "probed")[0]
+    assert plan["step"] == 0 and plan["seq_len"] == 16 and set(plan["tokens_per_second"]) <= {str(w) for w in WIDTHS}
+    model = chargen.load(str(tmp_path / "probed")).model
+    assert model.config.hidden == plan["hidden"] in WIDTHS
 
 
 def test_batch_size_must_split_evenly_over_processes(tmp_path, monkeypatch):
