@@ -15,8 +15,10 @@ and the fused AdamW kernel (``chargen.model.dropout``, ``chargen.train.make_opti
 chargen runs its whole loop: batches cut from the corpus, LR schedule, the NaN guard, metrics
 lines, events and the live dashboard (rendered to a string). Its chars/s is taken from the step
 events, after warm-up steps; the end-of-run checkpoint saves (last and best) are timed apart and
-shown as a share of the default 200-step eval interval. (No validation split: evaluating is
-useful work, not overhead.) Rounds alternate between the two, and the medians are compared.
+shown as a share of the time between two evaluations at ``--eval-every auto``. (No validation
+split: evaluating is useful work, not overhead.) Rounds alternate between the two, and the
+medians are compared. Both loops run with glibc's malloc set as ``Trainer`` sets it
+(``keep_freed_memory``); what that is worth, bench/malloc.py measures.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch import nn
 
 import chargen
 from chargen.dashboard import Dashboard
-from chargen.train import EVAL_EVERY_TOKENS, CheckpointSaved, StepDone, resolve_precision
+from chargen.train import EVAL_EVERY_TOKENS, CheckpointSaved, StepDone, keep_freed_memory, resolve_precision
 from rich.console import Console
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -114,6 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # chargen's Trainer sets this for the whole process; set it first so both loops run with it
+    # (bench/malloc.py measures what it is worth).
+    keep_freed_memory()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; chargen's precision=auto here means "
           f"{resolve_precision('auto', torch.device(args.device))} on {args.device}")
