@@ -90,7 +90,7 @@ TRAIN_OPTIONS = {
                "or narrower (down to 256) when --max-time is too short to train 512 well (README)",
                auto_or_whole("hidden", "512")),
     "dropout": ("dropout between layers and on the output: a rate, 0 to disable, or auto to grow "
-                "it with the number of epochs the budget allows (0.1 at 5, 0.3 at 20)",
+                "it with the number of epochs the budget allows (none up to 7, 0.2 at 10, 0.3 at 20)",
                 auto_or_number("dropout", "0.2")),
     "tie_weights": ("share the input embedding with the output layer", None),
     "tokenizer": ("char (code points), byte (UTF-8 bytes) or sentencepiece (subwords)", str),
@@ -103,7 +103,9 @@ TRAIN_OPTIONS = {
     "batch_size": ("parallel streams per step", int),
     "lr": ("peak learning rate (AdamW): a number, or auto to raise it with the number of epochs "
            "the budget allows (5e-3 up to 5, 7e-3 from 10)", auto_or_number("lr", "5e-3")),
-    "min_lr_frac": ("cosine schedule ends at lr times this", float),
+    "schedule": ("how the learning rate falls after the warm-up, over the whole budget: cosine or "
+                 "linear (README)", str),
+    "min_lr_frac": ("the schedule ends at lr times this", float),
     "warmup_steps": ("linear warm-up steps", int),
     "weight_decay": ("AdamW weight decay on weight matrices: a number, or auto to grow it with the "
                      "number of epochs the budget allows (0.3 up to 5, 0.6 at 20)",

@@ -128,9 +128,19 @@ def test_lr_schedule_warms_up_then_decays(tiny_corpus, tmp_path):
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
+@pytest.mark.parametrize("schedule, at_70_percent", [("linear", 0.3), ("cosine", 0.5 * (1 + math.cos(0.7 * math.pi)))])
+def test_lr_falls_linearly_or_along_a_cosine(tiny_corpus, tmp_path, schedule, at_70_percent):
+    lrs = []
+    chargen.train(str(tiny_corpus), out=str(tmp_path / "run"), on_event=lambda e: isinstance(e, StepDone) and lrs.append(e.lr),
+                  **{**TINY_OPTIONS, "max_steps": 50, "warmup_steps": 10, "lr": 1e-2, "schedule": schedule})
+    assert lrs[35] == pytest.approx(1e-2 * at_70_percent)  # step 35 of 50
+    assert TrainConfig().schedule == "cosine"
+
+
 def test_auto_dropout_grows_with_the_epochs_the_budget_allows():
-    assert auto_dropout(5) == 0.1 and auto_dropout(20) == 0.3  # the measured points (README)
-    assert auto_dropout(0.5) == auto_dropout(2) == 0.0  # one pass over a big corpus: no overfitting
+    assert auto_dropout(10) == 0.2 and auto_dropout(20) == 0.3  # the measured points (README)
+    assert auto_dropout(0.5) == auto_dropout(2) == auto_dropout(5) == auto_dropout(7) == 0.0  # (5-7: 2x384, 5 min)
+    assert 0 < auto_dropout(7.5) < 0.1
     assert auto_dropout(1e6) == 0.4
     rates = [auto_dropout(e) for e in (1, 3, 5, 8, 10, 20, 40, 100)]
     assert rates == sorted(rates)
