@@ -166,9 +166,9 @@ def auto_dropout(planned_epochs: float) -> float:
     Shakespeare (README, "Model quality"): in a 20-minute run on a 2-core CPU, 2x512 reading the
     text ~10 times did better with 0.2 than 0.3, and ~20 times, 0.3 held the validation loss flat
     where 0.1 let it climb from the fifth minute on. In 5 minutes, 2x384 reading it 5-7 times did
-    better without dropout (1.4009 and 1.4014) than with the 0.1-0.15 an earlier rule gave it
-    (1.4037-1.4196 in six runs); dropout also costs those runs 5-10% of their steps (the fused
-    two-layer kernel cannot take it). So: none up to 7 epochs, 0.2 at 10, then 0.1 more per
+    better without dropout (1.3979-1.4039 in four runs) than with the 0.1-0.13 an earlier rule
+    gave it (1.4037-1.4196 in five); dropout also costs those runs 5-10% of their steps (the
+    fused two-layer kernel cannot take it). So: none up to 7 epochs, 0.2 at 10, then 0.1 more per
     doubling, at most 0.4.
     """
     if planned_epochs <= DROPOUT_FREE_EPOCHS:
@@ -176,6 +176,7 @@ def auto_dropout(planned_epochs: float) -> float:
     if planned_epochs < 10:
         return round(0.2 * math.log2(planned_epochs / DROPOUT_FREE_EPOCHS) / math.log2(10 / DROPOUT_FREE_EPOCHS), 2)
     return round(min(0.2 + 0.1 * math.log2(planned_epochs / 10), 0.4), 2)
+
 
 def auto_weight_decay(planned_epochs: float) -> float:
     """The AdamW weight decay for a run that will read its training text ``planned_epochs`` times.
@@ -423,9 +424,9 @@ def autocast_for(device: torch.device, precision: str):
 # returns freed memory at the top of its heap to the kernel once 128 KiB of it is free: either way
 # the next step page-faults the memory in again, each page zeroed by the kernel. Measured on this
 # project's 2-core CPU: ~5,000-7,000 faults a step for 2x384 with 32x32 batches, ~17,000 for
-# 2x512 with 32x64, up to a quarter of the step's time. Serving every block from the heap (no
-# mmap: a heap is still mapped as it grows, and when the heap cannot grow) and keeping up to
-# MALLOC_KEEP of freed memory there takes that to a few dozen (bench/malloc.py).
+# 2x512 with 32x64, up to a quarter of the step's time. Serving every block from the heap (with
+# M_MMAP_MAX 0 glibc maps memory only to grow a heap, or when it cannot grow) and keeping up to
+# MALLOC_KEEP of freed memory at its top takes that to a few dozen (bench/malloc.py).
 MALLOC_KEEP = 1 << 30
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt() parameter numbers
 

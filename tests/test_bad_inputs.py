@@ -203,6 +203,7 @@ CASES = [
         ("lr", "nan", "--lr nan: must be"),
         ("lr", "inf", "--lr inf: must be"),
         ("lr", "1e300", "--lr 1e+300: must be"),
+        ("schedule", "step", "--schedule step: choose cosine or linear"),
         ("min-lr-frac", "-1", "--min-lr-frac -1.0: must be in [0, 1]"),
         ("min-lr-frac", "nan", "--min-lr-frac nan: must be in [0, 1]"),
         ("min-lr-frac", "2", "--min-lr-frac 2.0: must be in [0, 1]"),
