@@ -166,7 +166,7 @@ def auto_dropout(planned_epochs: float) -> float:
     Shakespeare (README, "Model quality"): in a 20-minute run on a 2-core CPU, 2x512 reading the
     text ~10 times did better with 0.2 than 0.3, and ~20 times, 0.3 held the validation loss flat
     where 0.1 let it climb from the fifth minute on. In 5 minutes, 2x384 reading it 5-7 times did
-    better without dropout (1.3979-1.4039 in four runs) than with the 0.1-0.13 an earlier rule
+    better without dropout (1.3979-1.4039 in five runs) than with the 0.1-0.13 an earlier rule
     gave it (1.4037-1.4196 in five); dropout also costs those runs 5-10% of their steps (the
     fused two-layer kernel cannot take it). So: none up to 7 epochs, 0.2 at 10, then 0.1 more per
     doubling, at most 0.4.
