@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chargen.cli import build_parser, parse_duration  # noqa: E402
-from chargen.dashboard import describe_shape  # noqa: E402
+from chargen.dashboard import describe_precision, describe_shape  # noqa: E402
 from chargen.train import AutoChosen, EvalDone, RunStarted, StepDone, TrainConfig, Trainer  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -55,6 +55,8 @@ def main() -> None:
                       f"dropout {c.dropout}, weight decay {c.weight_decay}, budget {args.time:.0f}s", flush=True)
                 if event.shape_plan:
                     print(f"auto: {describe_shape(event.shape_plan)}", flush=True)
+                if event.precision_plan:
+                    print(f"auto precision: {describe_precision(event.precision_plan)}", flush=True)
             elif isinstance(event, StepDone):
                 train_losses.append(event.loss)
             elif isinstance(event, AutoChosen):

@@ -125,7 +125,7 @@ TRAIN_OPTIONS = {
     "out": ("run directory (default: checkpoints/<corpus>-<date>-<time>)", str),
     "seed": ("random seed: same seed, same run", int),
     "device": ("auto, cpu, cuda or mps (auto picks the best present)", str),
-    "precision": ("auto (bf16 autocast on GPUs and on CPUs with native bf16, else fp32), fp32 or bf16", str),
+    "precision": ("auto (bf16 autocast on GPUs, and on CPUs with native bf16 where a few timed steps show it faster; else fp32), fp32 or bf16", str),
     "compile": ("torch.compile the model (helps on GPUs; slow start)", None),
     "init_from": ("start from this checkpoint's weights (fine-tuning; fresh optimizer)", str),
     "extend_vocab": ("with --init-from: grow the vocabulary to take the corpus's new characters", None),

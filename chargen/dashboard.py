@@ -45,6 +45,11 @@ def describe_shape(plan: dict) -> str:
             f"(probed tokens/s by width: {speeds})")
 
 
+def describe_precision(plan: dict) -> str:
+    speeds = ", ".join(f"{precision} {speed:,}" for precision, speed in plan["tokens_per_second"].items())
+    return f"{plan['precision']} (timed {plan['hidden']}-wide, {plan['seq_len']}-token windows: {speeds} tokens/s)"
+
+
 class Dashboard:
     """Consumes training events. Use as a context manager and pass it as ``on_event``."""
 
@@ -80,6 +85,8 @@ class Dashboard:
             self._plain(f"run: {_describe_run(event)}")
             if event.shape_plan:
                 self._plain(f"auto: {describe_shape(event.shape_plan)}")
+            if event.precision_plan:
+                self._plain(f"auto precision: {describe_precision(event.precision_plan)}")
         elif isinstance(event, StepDone):
             self.last_step = event
             self.progress.update(self.task, completed=event.progress * 1000)
@@ -132,6 +139,8 @@ class Dashboard:
         stats.add_row("grad norm", f"{s.grad_norm:.3f} (before clipping)" if s else "-")
         if self.start and self.start.shape_plan:
             stats.add_row("auto shape", describe_shape(self.start.shape_plan))
+        if self.start and self.start.precision_plan:
+            stats.add_row("auto precision", describe_precision(self.start.precision_plan))
         if self.auto:
             stats.add_row("auto", f"{self.auto.describe()} (~{self.auto.planned_epochs:.1f} epochs planned)")
         if s and s.skipped_steps:

@@ -301,6 +301,9 @@ class RunStarted:
     # What --hidden / --seq-len auto chose for a time budget: hidden, seq_len, budget_seconds and
     # the probed tokens_per_second by width (None when nothing was probed).
     shape_plan: dict | None = None
+    # What --precision auto timed and chose: precision, hidden, seq_len and tokens_per_second by
+    # precision (None when nothing was timed).
+    precision_plan: dict | None = None
 
 
 @dataclass
@@ -397,9 +400,9 @@ def pick_device(requested: str) -> torch.device:
 def resolve_precision(requested: str, device: torch.device) -> str:
     """``auto`` uses bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere.
 
-    That is GPUs that support it, and CPUs with AVX512-BF16 or AMX: there a 2x512 LSTM trained
-    1.6-1.8x faster under bf16 autocast with no worse validation loss (bench/train_speed.py;
-    the README has the figures). Other CPUs only emulate bf16, which is slower than fp32.
+    That is GPUs that support it, and CPUs with AVX512-BF16 or AMX. Other CPUs only emulate bf16,
+    which is slower than fp32. On a CPU with native bf16 this is only the candidate: the trainer
+    times both precisions and keeps bf16 only where it is faster (``faster_precision``).
     """
     if requested == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -410,6 +413,20 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested == "bf16" and device.type == "mps":
         raise ChargenError("--precision bf16: not supported on MPS; use fp32")
     return requested
+
+
+# --precision auto on a CPU with native bf16 times a few training steps in both precisions and
+# takes bf16 only if it is at least BF16_MIN_SPEEDUP times faster: the margin keeps a near tie
+# from flipping the choice from run to run. Measured on this project's 2-core machines (README,
+# "Model quality"): bf16 autocast trained 2x512 1.6-1.8x faster than fp32 on an AMD Zen 4
+# (AVX512-BF16), but 0.6-0.7x as fast on an Intel Xeon with AVX512-BF16 and no AMX.
+PRECISIONS_TO_TIME = ("fp32", "bf16")
+BF16_MIN_SPEEDUP = 1.1
+
+
+def faster_precision(tokens_per_second: dict[str, float]) -> str:
+    """"bf16" if its probed speed beats fp32's by BF16_MIN_SPEEDUP, else "fp32"."""
+    return "bf16" if tokens_per_second["bf16"] >= BF16_MIN_SPEEDUP * tokens_per_second["fp32"] else "fp32"
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -473,6 +490,10 @@ class Trainer:
             keep_freed_memory()
         self.precision = resolve_precision(config.precision, self.device)
         self.autocast = autocast_for(self.device, self.precision)
+        # Native bf16 on a CPU is not always the faster: with auto, timed steps decide (_settle_shape
+        # with the shape, else _settle_precision).
+        self._precision_to_time = config.precision == "auto" and self.device.type == "cpu" and self.precision == "bf16"
+        self.precision_plan: dict | None = None  # what --precision auto measured and chose
 
         self.run_dir = self.dist.broadcast_object(  # a generated name is rank 0's
             resumed.path.parent if resumed else make_run_dir(config.out, corpus_paths))
@@ -507,13 +528,16 @@ class Trainer:
         if any(getattr(config, name) == "auto" for name in AUTO_RULES) and not resumed:
             self._auto_step = AUTO_TIMING_STEPS[1] if config.max_time else 0
         self._timing_marks: list[float] = []  # when each timed step started (elapsed seconds)
+        if not (resumed or init):
+            check_model_fits(config, self.tokenizer.vocab_size, self.device)
+        if self._precision_to_time:
+            self._settle_precision(config, train_tokens)
         if resumed:
             self.model = resumed.model
         elif init:
             self.model = grow_vocab(init.model, self.tokenizer.vocab_size) if config.extend_vocab else init.model
             self.model.set_dropout(self._initial("dropout"))
         else:
-            check_model_fits(config, self.tokenizer.vocab_size, self.device)
             self.model = CharLM(config.model_config(self.tokenizer.vocab_size, self._initial("dropout")))
         self.model.to(self.device).train()
         self.peak_lr = self._initial("lr")
@@ -542,6 +566,8 @@ class Trainer:
         self._trim_metrics()
         if self.shape_plan:
             self._log_metrics(step=0, **self.shape_plan)
+        if self.precision_plan:
+            self._log_metrics(step=0, precision_plan=self.precision_plan)
 
     # -- set-up helpers --
 
@@ -608,8 +634,9 @@ class Trainer:
         """The config with ``--hidden`` and ``--seq-len`` as numbers (``plan_shape`` for auto).
 
         Only a --max-time budget is measured: rank 0 times a few training steps of each width it
-        considers (a second or two on a 2-core CPU), the others take its choice. A run started from a
-        checkpoint keeps that model's width.
+        considers (a second or two on a 2-core CPU), the others take its choice. Where the
+        precision is to be timed, it is timed at the first width, and the rest are probed in the
+        faster one. A run started from a checkpoint keeps that model's width.
         """
         hidden = init.model.config.hidden if init else config.hidden
         seq_len = config.seq_len
@@ -619,12 +646,10 @@ class Trainer:
             speeds = {}
 
             def tokens_per_second(width: int, window: int) -> float:
-                try:
-                    speed = measure_speed(config, vocab, width, window, rows, train_tokens, self.device, self.autocast)
-                except torch.cuda.OutOfMemoryError:
-                    raise ChargenError(f"out of GPU memory timing a {width}-wide model for --hidden auto; "
-                                       "lower --batch-size, or give --hidden and --seq-len") from None
-                speeds[width] = speed * self.dist.world_size
+                if self._precision_to_time:
+                    speeds[width] = self._time_precision(config, width, window, train_tokens)
+                else:
+                    speeds[width] = self._measure_speed(config, width, window, train_tokens, self.precision)
                 return speeds[width]
 
             def parameters(width: int) -> int:
@@ -637,10 +662,43 @@ class Trainer:
                 plan = plan_shape(hidden, seq_len, seconds, len(train_tokens), parameters, tokens_per_second)
                 self.shape_plan = {"hidden": plan[0], "seq_len": plan[1], "budget_seconds": round(seconds, 1),
                                    "tokens_per_second": {str(w): round(v) for w, v in speeds.items()}}
-            hidden, seq_len = self.dist.broadcast_object(plan)
+                plan = *plan, self.precision
+            hidden, seq_len, self.precision = self.dist.broadcast_object(plan)
+            self.autocast = autocast_for(self.device, self.precision)
+            self._precision_to_time = False
             torch.manual_seed(config.seed)  # the probes drew initial weights: start afresh, as without them
         return replace(config, hidden=DEFAULT_HIDDEN if hidden == "auto" else hidden,
                        seq_len=DEFAULT_SEQ_LEN if seq_len == "auto" else seq_len)
+
+    def _settle_precision(self, config: TrainConfig, train_tokens: np.ndarray) -> None:
+        """``--precision auto`` on a CPU with native bf16, not timed with the shape: rank 0 times
+        both at the run's own shape (known by now to fit the corpus and the memory)."""
+        if self.dist.is_main:
+            self._time_precision(config, config.hidden, config.seq_len, train_tokens)
+        self.precision = self.dist.broadcast_object(self.precision)
+        self.autocast = autocast_for(self.device, self.precision)
+        self._precision_to_time = False
+        torch.manual_seed(config.seed)  # as in _settle_shape
+
+    def _time_precision(self, config: TrainConfig, width: int, window: int, train_tokens: np.ndarray) -> float:
+        """Time both precisions at this shape, take the faster (``faster_precision``), return its speed."""
+        timed = {precision: self._measure_speed(config, width, window, train_tokens, precision)
+                 for precision in PRECISIONS_TO_TIME}
+        self.precision, self._precision_to_time = faster_precision(timed), False
+        self.precision_plan = {"precision": self.precision, "hidden": width, "seq_len": window,
+                               "tokens_per_second": {p: round(v) for p, v in timed.items()}}
+        return timed[self.precision]
+
+    def _measure_speed(self, config: TrainConfig, width: int, window: int, train_tokens: np.ndarray,
+                       precision: str) -> float:
+        """``measure_speed`` for this run (all its processes together)."""
+        try:
+            return self.dist.world_size * measure_speed(
+                config, self.tokenizer.vocab_size, width, window, config.batch_size // self.dist.world_size,
+                train_tokens, self.device, autocast_for(self.device, precision))
+        except torch.cuda.OutOfMemoryError:
+            raise ChargenError(f"out of GPU memory timing a {width}-wide model for --hidden auto; "
+                               "lower --batch-size, or give --hidden and --seq-len") from None
 
     def _init_tokenizer(self, init, corpus_paths) -> Tokenizer | None:
         if init is None:
@@ -849,7 +907,7 @@ class Trainer:
         self.on_event(RunStarted(self.run_dir, c, self.model.config, self.model.num_parameters(),
                                  str(self.device), self.precision, len(self.batches.tokens),
                                  len(self.val_tokens), len(self.batches), self.total_steps(), self.step,
-                                 self.shape_plan))
+                                 self.shape_plan, self.precision_plan))
         previous_handlers = self._install_signal_handlers()
         try:
             return self._loop()

@@ -1,7 +1,9 @@
 """The fast sampling engine against the plain model forward: same numbers, same text, same state."""
 
 import importlib
+import json
 import string
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -10,6 +12,8 @@ from chargen.engine import StepEngine, auto_sampling_precision, bf16_matmul_avai
 from chargen.model import CharLM, ModelConfig
 from chargen.sampling import PRIME_WINDOW, Sampler, SamplingSettings, pick_tokens
 from chargen.tokenizers import CharTokenizer
+
+from .conftest import TINY_OPTIONS
 
 train_module = importlib.import_module("chargen.train")  # chargen.train, the attribute, is the function
 TOKENIZER = CharTokenizer("\n" + string.ascii_lowercase + " .,")
@@ -158,7 +162,55 @@ def test_pick_tokens_draws_like_torch_multinomial():
 def test_training_precision_auto_follows_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
-    assert train_module.resolve_precision("auto", cpu) == "bf16"
+    assert train_module.resolve_precision("auto", cpu) == "bf16"  # the candidate; the trainer times it
     monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
     assert train_module.resolve_precision("auto", cpu) == "fp32"
     assert train_module.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_faster_precision_wants_a_clear_margin_for_bf16():
+    assert train_module.faster_precision({"fp32": 100.0, "bf16": 180.0}) == "bf16"  # AMD Zen 4, 2x512
+    assert train_module.faster_precision({"fp32": 100.0, "bf16": 60.0}) == "fp32"  # Intel Xeon, no AMX
+    assert train_module.faster_precision({"fp32": 100.0, "bf16": 105.0}) == "fp32"  # a near tie stays exact
+
+
+@pytest.mark.parametrize("bf16_speedup", [0.6, 1.7])
+@pytest.mark.parametrize("budget", [None, 600.0])
+def test_training_precision_auto_times_both_on_a_native_bf16_cpu(tiny_corpus, tmp_path, monkeypatch,
+                                                                 bf16_speedup, budget):
+    probes = []
+
+    def fake_speed(config, vocab_size, hidden, seq_len, rows, tokens, device, autocast):
+        precision = "fp32" if autocast is nullcontext else "bf16"
+        probes.append((hidden, precision))
+        return 10.0 * (bf16_speedup if precision == "bf16" else 1.0)  # a crawl: every width is probed
+
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(train_module, "measure_speed", fake_speed)
+    options = {**TINY_OPTIONS, "precision": "auto", "max_steps": 2, "max_time": budget}
+    if budget:
+        options.update(hidden="auto", seq_len="auto")
+    trainer = train_module.Trainer(train_module.TrainConfig(**options, out=str(tmp_path / "run")), [str(tiny_corpus)])
+    want = "bf16" if bf16_speedup > 1 else "fp32"
+    assert trainer.precision == want and (trainer.autocast is nullcontext) == (want == "fp32")
+    # Both at the first width timed (the run's own without a budget), the rest in the faster one.
+    first = trainer.config.hidden if budget is None else train_module.WIDTHS[0]
+    assert sorted(probes[:2]) == [(first, "bf16"), (first, "fp32")]
+    assert all(precision == want for _, precision in probes[2:])
+    assert len(probes) == (2 if budget is None else len(train_module.WIDTHS) + 1)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    plan = next(r["precision_plan"] for r in records if "precision_plan" in r)
+    assert plan["precision"] == want and plan["hidden"] == first
+    assert plan["tokens_per_second"] == {"fp32": 10, "bf16": round(10 * bf16_speedup)}
+    finished = trainer.run()
+    assert finished.step == 2 and train_module.load_checkpoint(str(tmp_path / "run")).summary["precision"] == want
+
+    # A precision given is not timed, nor is one on a CPU without native bf16.
+    probes.clear()
+    given = train_module.Trainer(train_module.TrainConfig(**{**options, "precision": "bf16"}, out=str(tmp_path / "given")),
+                                 [str(tiny_corpus)])
+    assert given.precision == "bf16" and all(precision == "bf16" for _, precision in probes)
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: False)
+    probes.clear()
+    plain = train_module.Trainer(train_module.TrainConfig(**options, out=str(tmp_path / "plain")), [str(tiny_corpus)])
+    assert plain.precision == "fp32" and all(precision == "fp32" for _, precision in probes)
