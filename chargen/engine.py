@@ -24,6 +24,8 @@ training mode (dropout) use the plain forward instead: see ``StepEngine.supports
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .model import CharLM, State
@@ -38,13 +40,25 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def auto_sampling_precision(model: CharLM) -> str:
+# Where bf16 is a candidate, it is taken only if timed at least this many times faster than fp32:
+# the margin keeps a near tie from flipping the choice from one run to the next.
+BF16_MIN_SPEEDUP = 1.1
+
+
+def faster_precision(speeds: dict[str, float]) -> str:
+    """"bf16" if its timed speed beats fp32's by BF16_MIN_SPEEDUP, else "fp32" (also exact)."""
+    return "bf16" if speeds["bf16"] >= BF16_MIN_SPEEDUP * speeds["fp32"] else "fp32"
+
+
+def auto_sampling_precision(model: CharLM, batch_size: int = 1) -> str:
     """The precision ``Sampler(precision="auto")`` steps ``model`` in: bf16 where it is faster.
 
     Measured (bench/sample_speed.py and engine steps timed alone): on an AVX512-BF16 CPU without
-    AMX (AMD Zen 4) bf16 steps were about 2x faster once the LSTM's matrices outgrow the cache
-    (2x512: 12 MB in fp32) and slower below that (1x256: 0.7x); on an AMX Xeon oneDNN's batch-1
-    bf16 product was slower than fp32 at every size. Elsewhere fp32, which is also exact.
+    AMX, bf16 steps were about 1.5-2x faster on an AMD Zen 4 once the LSTM's matrices outgrow the
+    cache (2x512: 12 MB in fp32) and slower below that (1x256: 0.7x), but on an Intel Xeon no
+    faster (2x512: 0.97x, 3x512: 0.87x); on an AMX Xeon oneDNN's batch-1 bf16 product was slower
+    than fp32 at every size. So fp32 for small models and AMX CPUs, and otherwise, where the
+    CPU has native bf16, a few steps of ``batch_size`` streams are timed in each precision.
     """
     if model.head.weight.device.type != "cpu" or not bf16_matmul_available() or not cpu_has_native_bf16():
         return "fp32"
@@ -52,7 +66,23 @@ def auto_sampling_precision(model: CharLM) -> str:
         return "fp32"
     matrix_bytes = sum(4 * getattr(model.rnn, f"weight_hh_l{l}").numel() * (1 if l == 0 else 2)
                        for l in range(model.config.layers))
-    return "bf16" if matrix_bytes >= 8 * 2**20 else "fp32"
+    if matrix_bytes < 8 * 2**20:
+        return "fp32"
+    return faster_precision({precision: engine_steps_per_second(StepEngine(model, precision), batch_size)
+                             for precision in ("fp32", "bf16")})
+
+
+def engine_steps_per_second(engine: "StepEngine", batch_size: int, steps: int = 8, rounds: int = 4) -> float:
+    """Steps a second of ``engine`` from a zero state, in the fastest of ``rounds`` runs of ``steps``."""
+    engine.load_state(None, batch_size)
+    tokens = torch.zeros(batch_size, dtype=torch.long, device=engine.device)
+    fastest = float("inf")
+    for _ in range(rounds):  # the first warms up (caches, the allocator); the fastest counts
+        started = time.perf_counter()
+        for _ in range(steps):
+            engine.step(tokens)
+        fastest = min(fastest, time.perf_counter() - started)
+    return steps / max(fastest, 1e-9)
 
 
 def bf16_matmul_available() -> bool:

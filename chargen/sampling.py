@@ -119,8 +119,8 @@ class Sampler:
     def __init__(self, model: CharLM, tokenizer: Tokenizer, batch_size: int = 1,
                  precision: str = "auto", fast: bool = True):
         """``precision`` of the per-token steps: "fp32" (the model's own arithmetic), "bf16"
-        (bf16 weight matrices; CPUs with native bf16 only) or "auto" (bf16 where that is faster:
-        big models on AVX512-BF16 CPUs, see ``engine.auto_sampling_precision``). Feeding text
+        (bf16 weight matrices; CPUs with native bf16 only) or "auto" (bf16 where a few timed
+        steps show it faster, for big models on AVX512-BF16 CPUs: ``engine.auto_sampling_precision``). Feeding text
         is always fp32. ``fast=False`` uses plain ``model(...)`` calls per token: the reference
         the fast engine is tested against."""
         if precision not in ("fp32", "bf16", "auto"):
@@ -156,7 +156,7 @@ class Sampler:
         if self._engine is None or not self._engine.matches(self.model):
             self._engine = None
             self.state = self.state  # take the state out of an outdated engine first
-            precision = auto_sampling_precision(self.model) if self.precision == "auto" else self.precision
+            precision = auto_sampling_precision(self.model, self.batch_size) if self.precision == "auto" else self.precision
             if precision == "bf16" and not (self.device.type == "cpu" and bf16_matmul_available()):
                 raise ChargenError("bf16 sampling needs a CPU with native bf16 matrix products; use fp32")
             self._engine = StepEngine(self.model, precision)

@@ -31,7 +31,7 @@ from .checkpoint import (BEST_NAME, LAST_NAME, Checkpoint, atomic_write_bytes, l
                          remove_stale_temp_files, save_checkpoint)
 from .data import Corpus, StreamBatches, find_text_files, iter_text, load_corpus
 from .evaluate import evaluate
-from .engine import cpu_has_native_bf16
+from .engine import cpu_has_native_bf16, faster_precision
 from .errors import ChargenError, describe_chars
 from .model import CELLS, CharLM, ModelConfig, State, detach_state
 from .sampling import Sampler, SamplingSettings
@@ -415,18 +415,11 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
-# --precision auto on a CPU with native bf16 times a few training steps in both precisions and
-# takes bf16 only if it is at least BF16_MIN_SPEEDUP times faster: the margin keeps a near tie
-# from flipping the choice from run to run. Measured on this project's 2-core machines (README,
-# "Model quality"): bf16 autocast trained 2x512 1.6-1.8x faster than fp32 on an AMD Zen 4
-# (AVX512-BF16), but 0.6-0.7x as fast on an Intel Xeon with AVX512-BF16 and no AMX.
+# --precision auto on a CPU with native bf16 times a few training steps in both precisions
+# (faster_precision). Measured on this project's 2-core machines (README, "Model quality"): bf16
+# autocast trained 2x512 1.6-1.8x faster than fp32 on an AMD Zen 4 (AVX512-BF16), but 0.6-0.7x
+# as fast on an Intel Xeon with AVX512-BF16 and no AMX.
 PRECISIONS_TO_TIME = ("fp32", "bf16")
-BF16_MIN_SPEEDUP = 1.1
-
-
-def faster_precision(tokens_per_second: dict[str, float]) -> str:
-    """"bf16" if its probed speed beats fp32's by BF16_MIN_SPEEDUP, else "fp32"."""
-    return "bf16" if tokens_per_second["bf16"] >= BF16_MIN_SPEEDUP * tokens_per_second["fp32"] else "fp32"
 
 
 def autocast_for(device: torch.device, precision: str):

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from chargen.engine import StepEngine, auto_sampling_precision, bf16_matmul_available
+from chargen.engine import StepEngine, auto_sampling_precision, bf16_matmul_available, engine_steps_per_second
 from chargen.model import CharLM, ModelConfig
 from chargen.sampling import PRIME_WINDOW, Sampler, SamplingSettings, pick_tokens
 from chargen.tokenizers import CharTokenizer
@@ -126,6 +126,31 @@ def test_auto_precision_keeps_small_models_exact():
     assert auto_sampling_precision(random_model(layers=1, hidden=32)) == "fp32"
     with pytest.raises(Exception):
         Sampler(random_model(), TOKENIZER, precision="fp16")
+
+
+@pytest.mark.skipif(not bf16_matmul_available(), reason="no native bf16 matrix products here")
+@pytest.mark.parametrize("bf16_speedup", [0.9, 1.05, 1.6])
+def test_auto_precision_of_a_big_model_is_the_faster_one_timed(monkeypatch, bf16_speedup):
+    engine_module = importlib.import_module("chargen.engine")
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    timed = []
+
+    def fake_speed(engine, batch_size):
+        timed.append((engine.precision, batch_size))
+        return 1000.0 * (bf16_speedup if engine.precision == "bf16" else 1.0)
+
+    monkeypatch.setattr(engine_module, "engine_steps_per_second", fake_speed)
+    big = random_model(layers=2, hidden=512)  # 12 MB of LSTM matrices in fp32
+    want = "bf16" if bf16_speedup >= engine_module.BF16_MIN_SPEEDUP else "fp32"
+    sampler = Sampler(big, TOKENIZER, batch_size=3)
+    sampler.feed("hello ")
+    sampler.generate(SamplingSettings(length=5, seed=0))
+    assert sampler._engine.precision == want and sorted(timed) == [("bf16", 3), ("fp32", 3)]
+
+
+def test_engine_steps_per_second_times_real_steps():
+    assert 0 < engine_steps_per_second(StepEngine(random_model(), "fp32"), batch_size=2, steps=2, rounds=2) < float("inf")
 
 
 def test_long_prime_runs_only_its_tail():
