@@ -53,16 +53,14 @@ def faster_precision(speeds: dict[str, float]) -> str:
 def auto_sampling_precision(model: CharLM, batch_size: int = 1) -> str:
     """The precision ``Sampler(precision="auto")`` steps ``model`` in: bf16 where it is faster.
 
-    Measured (bench/sample_speed.py and engine steps timed alone): on an AVX512-BF16 CPU without
-    AMX, bf16 steps were about 1.5-2x faster on an AMD Zen 4 once the LSTM's matrices outgrow the
-    cache (2x512: 12 MB in fp32) and slower below that (1x256: 0.7x), but on an Intel Xeon no
-    faster (2x512: 0.97x, 3x512: 0.87x); on an AMX Xeon oneDNN's batch-1 bf16 product was slower
-    than fp32 at every size. So fp32 for small models and AMX CPUs, and otherwise, where the
-    CPU has native bf16, a few steps of ``batch_size`` streams are timed in each precision.
+    Measured (bench/sample_speed.py and engine steps timed alone): bf16 steps were slower than
+    fp32 while the LSTM's matrices fit the cache (1x256: 0.6-0.7x everywhere); once they outgrow
+    it (2x512: 12 MB in fp32) they were 1.5-2x faster on an AMD Zen 4 (AVX512-BF16), 1.15x on
+    one Intel Xeon with AMX, but no faster on an Intel Xeon without AMX (2x512: 0.97x, 3x512:
+    0.87x) nor on another with AMX. So fp32 for small models, and otherwise, where the CPU has
+    native bf16, a few steps of ``batch_size`` streams are timed in each precision.
     """
     if model.head.weight.device.type != "cpu" or not bf16_matmul_available() or not cpu_has_native_bf16():
-        return "fp32"
-    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
         return "fp32"
     matrix_bytes = sum(4 * getattr(model.rnn, f"weight_hh_l{l}").numel() * (1 if l == 0 else 2)
                        for l in range(model.config.layers))

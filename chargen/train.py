@@ -417,8 +417,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 # --precision auto on a CPU with native bf16 times a few training steps in both precisions
 # (faster_precision). Measured on this project's 2-core machines (README, "Model quality"): bf16
-# autocast trained 2x512 1.6-1.8x faster than fp32 on an AMD Zen 4 (AVX512-BF16), but 0.6-0.7x
-# as fast on an Intel Xeon with AVX512-BF16 and no AMX.
+# autocast trained 2x512 1.6-1.8x faster than fp32 on an AMD Zen 4 (AVX512-BF16) and on an Intel
+# Xeon with AMX, but 0.6-0.7x as fast on an Intel Xeon with AVX512-BF16 and no AMX.
 PRECISIONS_TO_TIME = ("fp32", "bf16")
 
 

@@ -133,7 +133,6 @@ def test_auto_precision_keeps_small_models_exact():
 def test_auto_precision_of_a_big_model_is_the_faster_one_timed(monkeypatch, bf16_speedup):
     engine_module = importlib.import_module("chargen.engine")
     monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     timed = []
 
     def fake_speed(engine, batch_size):
