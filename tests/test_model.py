@@ -276,9 +276,10 @@ def test_cpu_training_reuses_the_memory_a_step_frees(tmp_path):
                                str(tmp_path / setting / "run")], capture_output=True, text=True, check=True)
         faults[setting] = float(done.stdout.split()[-1])
     # glibc's defaults fault a step's activations in again every step: ~4,000-7,000 pages for this
-    # model in fp32, against a dozen at most with chargen's settings. (fp32 because bf16, where a
-    # CPU trains faster in it, halves the activations and the count: ~700 on an AMX Xeon.)
-    assert faults["chargen"] < 200 < 1000 < faults["glibc default"], faults
+    # model in fp32 (bf16, where a CPU trains faster in it, halves the activations and the count:
+    # ~700 on an AMX Xeon). With chargen's settings it is usually a few, but up to ~250 in some
+    # runs on that machine; a tenth of glibc's count or less is what the settings must give.
+    assert faults["glibc default"] > 1000 and faults["chargen"] < faults["glibc default"] / 10, faults
 
 
 def _dropout_events(tiny_corpus, tmp_path, **options):
