@@ -314,6 +314,8 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
         hidden=field_of("hidden", int, 1, 1 << 16),
         dropout=float(field_of("dropout", (int, float), 0, 0.99)),
         tie_weights=field_of("tie_weights", bool),
+        # Checkpoints written before skip connections existed have none.
+        skip_connections=field_of("skip_connections", bool) if "skip_connections" in data else False,
     )
     if config.cell not in CELLS:
         raise ChargenError(f"{path}: model config 'cell' is {config.cell!r}, expected one of {', '.join(CELLS)}")

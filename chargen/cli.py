@@ -93,6 +93,8 @@ TRAIN_OPTIONS = {
                 "it with the number of epochs the budget allows (none up to 7, 0.2 at 10, 0.3 at 20)",
                 auto_or_number("dropout", "0.2")),
     "tie_weights": ("share the input embedding with the output layer", None),
+    "skip_connections": ("feed every layer's output to the output layer, not only the top one's "
+                         "(Graves 2013; README)", None),
     "tokenizer": ("char (code points), byte (UTF-8 bytes) or sentencepiece (subwords)", str),
     "vocab_size": ("vocabulary size, for --tokenizer sentencepiece", int),
     "normalize": ("Unicode normalization for the char tokenizer: NFC or NFKC (default: none)", str),
@@ -356,7 +358,8 @@ def cmd_info(args) -> int:
     m = info["model"]
     table.add_row("checkpoint", f"{info['path']} ({info['file_bytes'] / 1e6:.1f} MB)")
     table.add_row("model", f"{m['layers']}x{m['hidden']} {m['cell']}, dropout {m['dropout']}, "
-                  f"tied weights {'yes' if m['tie_weights'] else 'no'}")
+                  f"tied weights {'yes' if m['tie_weights'] else 'no'}, "
+                  f"skip connections {'yes' if m['skip_connections'] else 'no'}")
     table.add_row("parameters", f"{info['parameters']:,}")
     table.add_row("tokenizer", f"{info['tokenizer']}, vocab {info['vocab_size']}")
     if info["vocab"] is not None:

@@ -163,7 +163,12 @@ class StepEngine:
                 w = torch.cat([getattr(rnn, f"weight_ih_l{l}"), getattr(rnn, f"weight_hh_l{l}")], dim=1)
                 b = getattr(rnn, f"bias_ih_l{l}") + getattr(rnn, f"bias_hh_l{l}")
                 self.layer_mats.append(_Linear(w[order].float(), b[order].float(), precision))
-            self.head = _Linear(model.head.weight.float(), model.head.bias.float(), "fp32")
+            # With skip connections the head reads every layer's h: [skip weights | top weights]
+            # over the side-by-side buffer of all of them.
+            self.head_reads_all = model.skip_head is not None
+            head_weight = (torch.cat([model.skip_head.weight, model.head.weight], dim=1) if self.head_reads_all
+                           else model.head.weight)
+            self.head = _Linear(head_weight.float(), model.head.bias.float(), "fp32")
         self.vocab_size = self.table.size(0)
         self.batch = 0
 
@@ -224,5 +229,5 @@ class StepEngine:
             torch.tanh(c, out=tmp)
             torch.mul(self.o, tmp, out=h)  # overwrites the old h, which the product above consumed
         logits = torch.empty(self.batch, self.vocab_size, device=self.device)
-        self.head.into(logits, self.h[-1])
+        self.head.into(logits, self.hs if self.head_reads_all else self.h[-1])
         return logits

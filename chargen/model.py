@@ -61,14 +61,19 @@ class _FusedLayers:
     - ``weight_ih_l0`` replaces layer 0's input weight for this call (``CharLM`` feeds one-hot
       ids through the product of its embedding and that weight).
 
+    - ``every_layer`` returns every layer's output (the lower ones after the dropout between
+      layers), lowest first, instead of the top layer's alone: the head's skip connections read them.
+
     Otherwise (inference without a replaced weight, one layer, rate 0, GPUs, where cuDNN runs all
     layers from one weight buffer) the parent class's own forward runs.
     """
 
     _functional: Callable  # torch.lstm, torch.gru or torch.rnn_tanh: one call runs stacked layers
 
-    def forward(self, x: torch.Tensor, state: State = None, weight_ih_l0: torch.Tensor | None = None):
-        layerwise = self.training and self.dropout > 0 and self.num_layers > 1 and x.device.type == "cpu"
+    def forward(self, x: torch.Tensor, state: State = None, weight_ih_l0: torch.Tensor | None = None,
+                every_layer: bool = False):
+        layerwise = every_layer or (self.training and self.dropout > 0 and self.num_layers > 1
+                                    and x.device.type == "cpu")
         if not layerwise and weight_ih_l0 is None:
             return super().forward(x, state)
         if state is None:
@@ -80,17 +85,20 @@ class _FusedLayers:
         if not layerwise:
             x, *final = self._functional(x, state, weights, True, self.num_layers, 0.0, self.training, False, True)
             return x, tuple(final) if isinstance(self, nn.LSTM) else final[0]
-        finals = []
+        outputs, finals = [], []
         for layer in range(self.num_layers):
             if layer > 0:
-                x = dropout(x, self.dropout, True)
+                x = outputs[-1] = dropout(x, self.dropout, self.training)
             layer_state = map_state(state, lambda t: t[layer:layer + 1])
             x, *final = self._functional(x, layer_state, weights[4 * layer:4 * layer + 4], True, 1, 0.0,
-                                         True, False, True)
+                                         self.training, False, True)
+            outputs.append(x)
             finals.append(final)
         if isinstance(self, nn.LSTM):
-            return x, (torch.cat([h for h, _ in finals]), torch.cat([c for _, c in finals]))
-        return x, torch.cat([h for h, in finals])
+            state = torch.cat([h for h, _ in finals]), torch.cat([c for _, c in finals])
+        else:
+            state = torch.cat([h for h, in finals])
+        return (outputs if every_layer else x), state
 
 
 class StackedLSTM(_FusedLayers, nn.LSTM):
@@ -115,6 +123,9 @@ class ModelConfig:
     hidden: int = 512
     dropout: float = 0.0
     tie_weights: bool = True
+    # Every layer's output feeds the head, each through its own weights ("skip connections",
+    # Graves 2013), not the top layer's alone. Checkpoints from before this option have none.
+    skip_connections: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,32 +157,33 @@ class PeepholeLSTM(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def forward(self, x: torch.Tensor, state=None):
+    def forward(self, x: torch.Tensor, state=None, every_layer: bool = False):
         batch, H = x.size(0), self.hidden_size
         if state is None:
             zeros = x.new_zeros(self.num_layers, batch, H)
             state = (zeros, zeros)
-        h_out, c_out = [], []
+        outputs, h_out, c_out = [], [], []
         for layer in range(self.num_layers):
             w_hh, peep = getattr(self, f"weight_hh_l{layer}"), getattr(self, f"peephole_l{layer}")
             # The input part of every gate, for all steps at once; only the recurrence is stepped.
             x_gates = F.linear(x, getattr(self, f"weight_ih_l{layer}"),
                                getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}"))
             h, c = state[0][layer], state[1][layer]
-            outputs = []
+            steps = []
             for t in range(x.size(1)):
                 i, f, g, o = (x_gates[:, t] + h @ w_hh.t()).chunk(4, dim=1)
                 i = torch.sigmoid(i + peep[0] * c)
                 f = torch.sigmoid(f + peep[1] * c)
                 c = f * c + i * torch.tanh(g)
                 h = torch.sigmoid(o + peep[2] * c) * torch.tanh(c)
-                outputs.append(h)
-            x = torch.stack(outputs, dim=1)
+                steps.append(h)
+            x = torch.stack(steps, dim=1)
             if layer < self.num_layers - 1:
                 x = dropout(x, self.dropout, self.training)
+            outputs.append(x)
             h_out.append(h)
             c_out.append(c)
-        return x, (torch.stack(h_out), torch.stack(c_out))
+        return (outputs if every_layer else x), (torch.stack(h_out), torch.stack(c_out))
 
 
 class CharLM(nn.Module):
@@ -195,6 +207,9 @@ class CharLM(nn.Module):
         )
         self.drop = Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
+        # The lower layers' outputs, side by side, into the logits too (ModelConfig.skip_connections).
+        self.skip_head = (nn.Linear((config.layers - 1) * config.hidden, config.vocab_size, bias=False)
+                          if config.skip_connections and config.layers > 1 else None)
         self._init_weights()
         if config.tie_weights:
             # Input and output embeddings share one matrix: fewer parameters, better small models.
@@ -203,6 +218,8 @@ class CharLM(nn.Module):
     def _init_weights(self) -> None:
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
+        if self.skip_head is not None:
+            nn.init.zeros_(self.skip_head.weight)  # starts as the model without skip connections
         if self.config.cell in ("lstm", "lstm-peephole"):
             # Forget-gate bias 1 (gate order i, f, g, o): remember by default early in training.
             hidden = self.config.hidden
@@ -217,12 +234,23 @@ class CharLM(nn.Module):
         # hidden size (65 characters against 512) its product with the input is that much
         # cheaper, with the same function, parameters and gradients (tests/test_model.py). In 20
         # minutes on Tiny Shakespeare, the embedding's dropout had not helped (README).
+        options = {"every_layer": True} if self.skip_head is not None else {}
         if self._one_hot_input(tokens):
             one_hot = F.one_hot(tokens, self.config.vocab_size).to(self.embed.weight.dtype)
-            out, state = self.rnn(one_hot, state, weight_ih_l0=self.rnn.weight_ih_l0 @ self.embed.weight.t())
+            out, state = self.rnn(one_hot, state, weight_ih_l0=self.rnn.weight_ih_l0 @ self.embed.weight.t(),
+                                  **options)
         else:
-            out, state = self.rnn(self.embed(tokens), state)
-        return self.head(self.drop(out)), state
+            out, state = self.rnn(self.embed(tokens), state, **options)
+        return self.logits(out), state
+
+    def logits(self, out) -> torch.Tensor:
+        """Next-token logits from the recurrent output: the top layer's (a tensor), or with skip
+        connections every layer's (a list, lowest first, as ``rnn(..., every_layer=True)`` gives)."""
+        if self.skip_head is None:
+            return self.head(self.drop(out))
+        *lower, top = out
+        lower = lower[0] if len(lower) == 1 else torch.cat(lower, dim=-1)
+        return self.head(self.drop(top)) + self.skip_head(lower)
 
     def _one_hot_input(self, tokens: torch.Tensor) -> bool:
         """Whether :meth:`forward` takes the one-hot path: on the CPU, for a vocabulary narrower

@@ -169,7 +169,9 @@ def hidden_grad_norms(model: CharLM, tokens: torch.Tensor, distances: list[int])
         h = state[0] if isinstance(state, tuple) else state
         h.retain_grad()
         hidden.append(h)
-    loss = F.cross_entropy(model.head(out[:, -1]), target, reduction="sum")
+    # With skip connections the last step's every layer feeds the head: that is its final h.
+    last = list(h) if model.skip_head is not None else out[:, -1]
+    loss = F.cross_entropy(model.logits(last), target, reduction="sum")
     model.zero_grad(set_to_none=True)
     loss.backward()
     model.zero_grad(set_to_none=True)

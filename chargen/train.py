@@ -58,6 +58,7 @@ class TrainConfig:
     hidden: int | str = "auto"  # auto: DEFAULT_HIDDEN, narrower when --max-time is short (plan_shape)
     dropout: float | str = "auto"  # auto: from the epochs the budget allows (auto_dropout)
     tie_weights: bool = True
+    skip_connections: bool = True
     # tokenizer and input
     tokenizer: str = "char"
     vocab_size: int = 2000  # sentencepiece only
@@ -143,7 +144,7 @@ class TrainConfig:
     def model_config(self, vocab_size: int, dropout: float) -> ModelConfig:
         assert self.hidden != "auto", "settle --hidden auto first (plan_shape)"
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
-                           dropout=dropout, tie_weights=self.tie_weights)
+                           dropout=dropout, tie_weights=self.tie_weights, skip_connections=self.skip_connections)
 
 
 # With --dropout or --weight-decay auto and a time budget, steps AUTO_TIMING_STEPS[0]..[1] are timed
@@ -586,6 +587,7 @@ class Trainer:
         if not isinstance(saved, dict):
             raise ChargenError(f"{resume}: checkpoint has no training state to resume (is it a 'last' checkpoint?)")
         known = {f.name for f in fields(TrainConfig)}
+        saved = {"skip_connections": False, **saved}  # runs from before the option had none
         try:
             merged = TrainConfig(**{k: v for k, v in saved.items() if k in known}).validate()
         except ChargenError as exc:
@@ -1218,7 +1220,7 @@ def grow_vocab(model: CharLM, vocab_size: int) -> CharLM:
     grown = CharLM(ModelConfig(**{**old.to_dict(), "vocab_size": vocab_size}))
     state = grown.state_dict()
     for name, tensor in model.state_dict().items():
-        if name in ("embed.weight", "head.weight", "head.bias"):
+        if name in ("embed.weight", "head.weight", "head.bias", "skip_head.weight"):
             state[name][:tensor.size(0)] = tensor
         else:
             state[name] = tensor

@@ -9,9 +9,11 @@ from contextlib import nullcontext
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import chargen
-from chargen.checkpoint import load_checkpoint, save_checkpoint
+from chargen.checkpoint import METADATA_KEY, load_checkpoint, save_checkpoint
 from chargen.model import CELLS, CharLM, ModelConfig, dropout
 from chargen.tokenizers import CharTokenizer, SentencePieceTokenizer
 from chargen.train import (EVAL_EVERY_TOKENS, PROBE_EFFICIENCY, SHORT_SEQ_MAX_EPOCHS, TOKENS_PER_PARAMETER, WIDTHS,
@@ -40,6 +42,43 @@ def test_weights_are_tied():
     untied = CharLM(ModelConfig(vocab_size=7, hidden=8, tie_weights=False))
     assert untied.head.weight is not untied.embed.weight
     assert untied.num_parameters() == model.num_parameters() + 7 * 8
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_skip_connections_add_every_lower_layer_to_the_logits(cell):
+    # Built independently: the stack without skips gives the top layer's output, a one-layer
+    # model with the same first-layer weights gives the lower one's. Their heads' sum is the model.
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=11, cell=cell, layers=2, hidden=16)).eval()
+    with torch.no_grad():
+        model.skip_head.weight.normal_()  # starts at zero: make it count
+    plain = CharLM(ModelConfig(vocab_size=11, cell=cell, layers=2, hidden=16, skip_connections=False)).eval()
+    lower = CharLM(ModelConfig(vocab_size=11, cell=cell, layers=1, hidden=16)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("skip_head")})
+    lower.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith("skip_head") and ("_l1" not in k)})
+    tokens = torch.randint(11, (3, 20))
+    with torch.no_grad():
+        logits, state = model(tokens)
+        top_logits, plain_state = plain(tokens)
+        lower_out, _ = lower.rnn(lower.embed(tokens))
+        torch.testing.assert_close(logits, top_logits + model.skip_head(lower_out))
+    torch.testing.assert_close(state, plain_state)
+    assert model.num_parameters() == plain.num_parameters() + 11 * 16
+
+
+def test_a_checkpoint_from_before_skip_connections_loads_without_them(tmp_path):
+    tokenizer = CharTokenizer.train(["hello world"])
+    model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, hidden=12, skip_connections=False))
+    save_checkpoint(tmp_path / "m.safetensors", model, tokenizer, {"step": 3})
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        meta, tensors = json.loads(f.metadata()[METADATA_KEY]), {k: f.get_tensor(k) for k in f.keys()}
+    del meta["model"]["skip_connections"]  # as the checkpoints of earlier versions were written
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={METADATA_KEY: json.dumps(meta)})
+    loaded = load_checkpoint(tmp_path / "old.safetensors").model
+    assert loaded.skip_head is None and not loaded.config.skip_connections
+    tokens = torch.randint(tokenizer.vocab_size, (2, 9))
+    torch.testing.assert_close(loaded(tokens)[0], model.eval()(tokens)[0], rtol=0, atol=0)
 
 
 def test_gradient_clipping_caps_the_norm(tiny_corpus, tmp_path):
