@@ -119,7 +119,7 @@ TRAIN_OPTIONS = {
     "epochs": ("stop after this many passes over the corpus (10 if no limit is given)", float),
     "val_frac": ("fraction of the corpus (its end) held out for validation", float),
     "eval_every": ("evaluate on the validation split and checkpoint every N steps, or auto: every "
-                   "819,200 training tokens (400 steps of batch 32 x seq 64, 800 of 32 x 32)",
+                   "1,638,400 training tokens (800 steps of batch 32 x seq 64, 1,600 of 32 x 32)",
                    auto_or_whole("eval every", "400")),
     "eval_tokens": ("validation tokens scored per evaluation, spread over the split (0 = all of it)", int),
     "log_every": ("write a metrics.jsonl line every N steps", int),

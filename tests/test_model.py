@@ -278,7 +278,7 @@ def test_auto_eval_every_spaces_evaluations_by_training_tokens(tiny_corpus, tmp_
         trainer = Trainer(config, [str(tiny_corpus)])
         intervals.append(trainer.config.eval_every * 8 * seq_len)  # tokens between evaluations
     assert intervals == [EVAL_EVERY_TOKENS, EVAL_EVERY_TOKENS]
-    assert TrainConfig().eval_every == "auto" and EVAL_EVERY_TOKENS == 400 * 32 * 64  # 400 steps of 32x64
+    assert TrainConfig().eval_every == "auto" and EVAL_EVERY_TOKENS == 800 * 32 * 64  # 800 steps of 32x64
 
 
 def test_measure_speed_times_real_training_steps():
