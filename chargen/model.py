@@ -53,19 +53,19 @@ class Dropout(nn.Module):
 
 
 class _FusedLayers:
-    """For ``nn.LSTM``/``GRU``/``RNN``: two CPU fast paths that call the fused per-layer kernels
-    (oneDNN for the LSTM) directly, with the parent class's parameters, names and checkpoints.
+    """For ``nn.LSTM``/``GRU``/``RNN``: calls of the fused per-layer kernels (oneDNN for the LSTM on
+    CPUs) made directly, with the parent class's parameters, names and checkpoints.
 
-    - Training with dropout between layers runs one layer at a time and applies :func:`dropout`
-      in between, instead of the built-in ``bernoulli_`` masks.
+    - Training on a CPU with dropout between layers runs one layer at a time and applies
+      :func:`dropout` in between, instead of the built-in ``bernoulli_`` masks.
     - ``weight_ih_l0`` replaces layer 0's input weight for this call (``CharLM`` feeds one-hot
       ids through the product of its embedding and that weight).
+    - ``every_layer`` runs one layer at a time too and returns every layer's output (the lower
+      ones after the dropout between layers), lowest first, instead of the top layer's alone:
+      ``CharLM``'s skip connections read them.
 
-    - ``every_layer`` returns every layer's output (the lower ones after the dropout between
-      layers), lowest first, instead of the top layer's alone: the head's skip connections read them.
-
-    Otherwise (inference without a replaced weight, one layer, rate 0, GPUs, where cuDNN runs all
-    layers from one weight buffer) the parent class's own forward runs.
+    Otherwise (no replaced weight, no ``every_layer``, and inference, one layer, rate 0 or a GPU,
+    where cuDNN runs all layers from one weight buffer) the parent class's own forward runs.
     """
 
     _functional: Callable  # torch.lstm, torch.gru or torch.rnn_tanh: one call runs stacked layers

@@ -67,18 +67,35 @@ def test_skip_connections_add_every_lower_layer_to_the_logits(cell):
     assert model.num_parameters() == plain.num_parameters() + 11 * 16
 
 
+def _as_written_before_skip_connections(path) -> None:
+    """Rewrite a checkpoint without the skip_connections keys, as earlier versions wrote them."""
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = json.loads(f.metadata()[METADATA_KEY]), {k: f.get_tensor(k) for k in f.keys()}
+    del meta["model"]["skip_connections"]
+    meta["summary"].get("train_config", {}).pop("skip_connections", None)
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
+
+
 def test_a_checkpoint_from_before_skip_connections_loads_without_them(tmp_path):
     tokenizer = CharTokenizer.train(["hello world"])
     model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, hidden=12, skip_connections=False))
     save_checkpoint(tmp_path / "m.safetensors", model, tokenizer, {"step": 3})
-    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
-        meta, tensors = json.loads(f.metadata()[METADATA_KEY]), {k: f.get_tensor(k) for k in f.keys()}
-    del meta["model"]["skip_connections"]  # as the checkpoints of earlier versions were written
-    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={METADATA_KEY: json.dumps(meta)})
-    loaded = load_checkpoint(tmp_path / "old.safetensors").model
+    _as_written_before_skip_connections(tmp_path / "m.safetensors")
+    loaded = load_checkpoint(tmp_path / "m.safetensors").model
     assert loaded.skip_head is None and not loaded.config.skip_connections
     tokens = torch.randint(tokenizer.vocab_size, (2, 9))
     torch.testing.assert_close(loaded(tokens)[0], model.eval()(tokens)[0], rtol=0, atol=0)
+
+
+def test_a_run_from_before_skip_connections_resumes_without_them(tiny_corpus, tmp_path):
+    options = {**TINY_OPTIONS, "layers": 2, "max_steps": 20, "eval_every": 20}
+    Trainer(TrainConfig(**options, skip_connections=False, out=str(tmp_path / "run")), [str(tiny_corpus)]).run()
+    _as_written_before_skip_connections(tmp_path / "run" / "last.safetensors")
+    resumed = Trainer(TrainConfig(**{**options, "max_steps": 30}), resume=str(tmp_path / "run"))
+    assert resumed.model.skip_head is None and resumed.config.skip_connections is False
+    resumed.run()
+    saved = load_checkpoint(tmp_path / "run" / "last.safetensors", training_state=True)
+    assert saved.summary["step"] == 30 and saved.summary["train_config"]["skip_connections"] is False
 
 
 def test_gradient_clipping_caps_the_norm(tiny_corpus, tmp_path):
