@@ -18,7 +18,7 @@ LN2 = math.log(2)
 PLAIN_LINE_EVERY_S = 5.0
 # The live view is redrawn from the training thread, at most this often between other events,
 # rather than by rich's refresh thread: with that thread at 4 Hz, a 5-minute run on the 2-core
-# machine fit 2,230 steps against 2,376 for the same run without a live view (README).
+# machine fit 2,230 steps against 2,376 for the same run without a live view (bench/HISTORY.md).
 REDRAW_EVERY_S = 0.5
 
 

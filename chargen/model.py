@@ -233,7 +233,7 @@ class CharLM(nn.Module):
         # token's one-hot vector, W_ih·Eᵀ [4·hidden, vocab]. For a vocabulary narrower than the
         # hidden size (65 characters against 512) its product with the input is that much
         # cheaper, with the same function, parameters and gradients (tests/test_model.py). In 20
-        # minutes on Tiny Shakespeare, the embedding's dropout had not helped (README).
+        # minutes on Tiny Shakespeare, the embedding's dropout had not helped (bench/HISTORY.md).
         options = {"every_layer": True} if self.skip_head is not None else {}
         if self._one_hot_input(tokens):
             one_hot = F.one_hot(tokens, self.config.vocab_size).to(self.embed.weight.dtype)

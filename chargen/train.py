@@ -69,7 +69,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float | str = "auto"  # peak; auto: from the epochs the budget allows (auto_lr)
     schedule: str = "cosine"  # after the warm-up, lr falls to lr * min_lr_frac along a cosine, or linearly
-    min_lr_frac: float = 0.0  # all the way down (README)
+    min_lr_frac: float = 0.0  # all the way down (bench/HISTORY.md)
     warmup_steps: int = 100
     weight_decay: float | str = "auto"  # auto: from the epochs the budget allows (auto_weight_decay)
     grad_clip: float = 1.0
@@ -150,7 +150,7 @@ class TrainConfig:
 # With --dropout or --weight-decay auto and a time budget, steps AUTO_TIMING_STEPS[0]..[1] are timed
 # (their median) to learn how many epochs the budget allows; the auto options are set then (the
 # first steps are warm-up anyway). The timed steps run without dropout, so they can be quicker
-# than the rest: the plan can run high (README, "Model quality"); the auto rules were tuned with
+# than the rest: the plan can run high (bench/HISTORY.md); the auto rules were tuned with
 # this estimate.
 AUTO_TIMING_STEPS = (10, 100)
 # An evaluation only runs forward, about a third of the work per token of a training step.
@@ -164,7 +164,7 @@ def auto_dropout(planned_epochs: float) -> float:
     """The dropout for a run that will read its training text ``planned_epochs`` times.
 
     The more often a network sees the same text, the more it memorises it. Measured on Tiny
-    Shakespeare (README, "Model quality"): in a 20-minute run on a 2-core CPU, 2x512 reading the
+    Shakespeare (bench/HISTORY.md): in a 20-minute run on a 2-core CPU, 2x512 reading the
     text ~10 times did better with 0.2 than 0.3, and ~20 times, 0.3 held the validation loss flat
     where 0.1 let it climb from the fifth minute on. In 5 minutes, 2x384 reading it 5-7 times did
     better without dropout (1.3979-1.4039 in five runs) than with the 0.1-0.13 an earlier rule
@@ -183,7 +183,7 @@ def auto_weight_decay(planned_epochs: float) -> float:
     """The AdamW weight decay for a run that will read its training text ``planned_epochs`` times.
 
     Like the dropout, it must grow as the text is read more often. Measured on Tiny Shakespeare
-    with 2x512 (README, "Model quality"): in a 5-minute run (~5 epochs) 0.3 beat 0.1 and 1.0; in a
+    with 2x512 (bench/HISTORY.md): in a 5-minute run (~5 epochs) 0.3 beat 0.1 and 1.0; in a
     20-minute run (~18 epochs) 0.6 beat 0.3. So: 0.3 up to 5 epochs, 0.15 more per doubling, at
     most 1.0. (No run has shown that a text read only once or twice wants less.)
     """
@@ -195,7 +195,7 @@ def auto_weight_decay(planned_epochs: float) -> float:
 def auto_lr(planned_epochs: float) -> float:
     """The peak learning rate for a run that will read its training text ``planned_epochs`` times.
 
-    Measured on Tiny Shakespeare with 2x512 (README, "Model quality"): in a 5-minute run (~5
+    Measured on Tiny Shakespeare with 2x512 (bench/HISTORY.md): in a 5-minute run (~5
     epochs) 5e-3 beat 3e-3, 4e-3 and 7e-3; in a 20-minute run (~18 epochs) 7e-3 beat 5e-3 and
     1e-2. A longer run can afford larger steps before its schedule winds down, and with AdamW
     the rate also scales the weight decay. So: 5e-3 up to 5 epochs, 7e-3 from 10 on, and in
@@ -216,7 +216,7 @@ AUTO_WHILE_TIMING = {"dropout": 0.0, "weight_decay": auto_weight_decay(0), "lr":
 # rules above were tuned on. A --max-time budget can be too short to train that model: a
 # narrower one reads more text in the same time and ends lower, and while the text is read only
 # a few times, shorter windows (more, smaller updates) help. Measured on Tiny Shakespeare on a
-# 2-core CPU (README, "Model quality"): in 5 minutes 2x384 with 32-token windows gave 1.4044,
+# 2-core CPU (bench/HISTORY.md): in 5 minutes 2x384 with 32-token windows gave 1.4044,
 # 2x512 1.4300 (32) and 1.4381 (64), 2x384 with 64-token windows 1.4334; in 20 minutes 2x512 with
 # 64 gave 1.3559 and with 32 1.3707.
 DEFAULT_HIDDEN, DEFAULT_SEQ_LEN = 512, 64
@@ -418,7 +418,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 
 # --precision auto on a CPU with native bf16 times a few training steps in both precisions
-# (faster_precision). Measured on this project's 2-core machines (README, "Model quality"): bf16
+# (faster_precision). Measured on this project's 2-core machines (bench/HISTORY.md): bf16
 # autocast trained 2x512 1.6-1.8x faster than fp32 on an AMD Zen 4 (AVX512-BF16) and on an Intel
 # Xeon with AMX, but 0.6-0.7x as fast on an Intel Xeon with AVX512-BF16 and no AMX.
 PRECISIONS_TO_TIME = ("fp32", "bf16")
