@@ -120,3 +120,18 @@ def test_builtin_corpus_needs_no_download(tmp_path, cli):
 def test_resume_refuses_a_different_out(tiny_run, cli):
     code, _, err = cli("train", "--resume", tiny_run, "--out", "elsewhere")
     assert code == 2 and "--out elsewhere" in err and "--init-from" in err
+
+
+def test_skip_connections_are_on_by_default_and_can_be_turned_off(tmp_path, cli, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(200, seed=4))
+    two_layers = [*TINY, "--layers", "2"]
+    for name, flags in (("on", []), ("off", ["--no-skip-connections"])):
+        code, _, err = cli("train", corpus, "--out", tmp_path / name, "--max-steps", "5", *two_layers, *flags)
+        assert code == 0, err
+        code, out, _ = cli("info", tmp_path / name)
+        assert f"skip connections {'yes' if name == 'on' else 'no'}" in out
+        assert json.loads(cli("info", tmp_path / name, "--json")[1])["model"]["skip_connections"] is (name == "on")
+    with pytest.raises(SystemExit):
+        cli("train", "--help")
+    assert "--skip-connections, --no-skip-connections" in capsys.readouterr().out
