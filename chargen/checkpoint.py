@@ -254,12 +254,18 @@ def _read_metadata(path: Path) -> dict:
         with open(path, "rb") as f:
             head = f.read(9)
             size = os.fstat(f.fileno()).st_size
+            f.seek(max(size - 1, 0))
+            last = f.read(1)
     except OSError as exc:
         raise ChargenError(f"{path}: cannot read checkpoint: {exc.strerror or exc}") from None
     # safetensors: an 8-byte little-endian header length, then the JSON header itself.
     header_len = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
     looks_like_safetensors = len(head) == 9 and head[8:9] == b"{" and header_len + 8 <= size
-    if not looks_like_safetensors and (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+    # A pickle (protocol 2 on) opens with PROTO (0x80, its version) and ends with STOP ('.');
+    # torch.save writes a zip. Both byte checks, so that a safetensors file cut short after a header
+    # length that happens to start with 0x80 is called truncated, not a pickle.
+    pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and last == b"."
+    if not looks_like_safetensors and (head.startswith(b"PK\x03\x04") or pickled):
         raise ChargenError(f"{path}: this is a pickle/torch.save file; chargen only loads the "
                            ".safetensors checkpoints it writes and never unpickles files")
     if len(head) < 9:

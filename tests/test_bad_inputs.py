@@ -96,6 +96,8 @@ def files(tiny_run, tmp_path_factory) -> dict[str, Path]:
     data = last.read_bytes()
     (ck / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     (ck / "header_only.safetensors").write_bytes(data[:8])
+    # The first 8 bytes of a checkpoint whose header is 640 bytes long: they open as a pickle does.
+    (ck / "header_0x280.safetensors").write_bytes((0x280).to_bytes(8, "little"))
     (ck / "empty.safetensors").write_bytes(b"")
     (ck / "text.safetensors").write_text("hello, I am not a checkpoint\n")
     (ck / "pickle.pt").write_bytes(pickle.dumps({"state_dict": {"w": [1.0, 2.0]}}, protocol=2))
@@ -287,6 +289,7 @@ CASES = [
     ("checkpoint name is a directory", "sample {runs}/ckpt_is_dir/last.safetensors", "last.safetensors: no checkpoint in this directory"),
     ("truncated checkpoint", "sample {ck}/truncated.safetensors", "truncated.safetensors: checkpoint is corrupt or truncated"),
     ("8-byte checkpoint", "sample {ck}/header_only.safetensors", "(file is empty or truncated)"),
+    ("8 bytes that open like a pickle", "sample {ck}/header_0x280.safetensors", "(file is empty or truncated)"),
     ("empty checkpoint", "info {ck}/empty.safetensors", "(file is empty or truncated)"),
     ("text as checkpoint", "info {ck}/text.safetensors", "not a chargen checkpoint"),
     ("pickle .pt", "sample {ck}/pickle.pt", "pickle.pt: this is a pickle/torch.save file; chargen only loads"),
