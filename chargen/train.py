@@ -234,7 +234,12 @@ TOKENS_PER_PARAMETER = 1.5
 # minutes 4.5-5.3 epochs of Tiny Shakespeare (32 better), 2x512 in 20 minutes 7.7-10.6 (64
 # better); the threshold sits about as far from each.
 SHORT_SEQ_MAX_EPOCHS = 6.5
-PROBE_STEPS = 6  # the first warms up (kernel selection, allocation); the fastest of the rest counts
+# The first probe step warms up (kernel selection, allocation); the fastest of the rest counts.
+# Fewer steps let a slow spell of a shared machine decide the width: timing 2x384 with 5 steps
+# gave 13.9k-20.6k tokens/s in six probes in a row on a 2-core AMD EPYC, once below the 17.2k
+# that 2x384 needs for 5 minutes (one 5-minute run fell to 2x320 that way; 2x320 had given 1.4342
+# against 1.3979-1.4039 for 2x384); timing 11 steps, 20.4k-24.3k. It costs ~2 s more probing.
+PROBE_STEPS = 12
 # --eval-every auto: evaluate after this many training tokens, 800 steps of the default 32 x 64,
 # whatever the window. Scoring Tiny Shakespeare's validation split (111,540 tokens) costs about
 # as much as 40,000 training tokens: every 1.6M tokens that is ~2.5% of the budget, which a
