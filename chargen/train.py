@@ -635,7 +635,7 @@ class Trainer:
         """The config with ``--hidden`` and ``--seq-len`` as numbers (``plan_shape`` for auto).
 
         Only a --max-time budget is measured: rank 0 times a few training steps of each width it
-        considers (a second or two on a 2-core CPU), the others take its choice. Where the
+        considers (a few seconds on a 2-core CPU), the others take its choice. Where the
         precision is to be timed, it is timed at the first width, and the rest are probed in the
         faster one. A run started from a checkpoint keeps that model's width.
         """
