@@ -69,6 +69,37 @@ class _FusedLayers:
     """
 
     _functional: Callable  # torch.lstm, torch.gru or torch.rnn_tanh: one call runs stacked layers
+    # Whether every call runs layer by layer (``every_layer``: CharLM's skip connections). Set
+    # through ``use_layerwise_buffers``; it decides how cuDNN's weight buffers are laid out.
+    layerwise_buffers = False
+
+    def use_layerwise_buffers(self) -> None:
+        """Lay the weights out for calls that run one layer at a time (see ``flatten_parameters``)."""
+        self.layerwise_buffers = True
+        self.flatten_parameters()
+
+    def flatten_parameters(self) -> None:
+        """On a GPU, put the weights where cuDNN wants them: one call's weights in one buffer.
+
+        Otherwise cuDNN copies them into a new buffer at every call and warns ("RNN module weights
+        are not part of single contiguous chunk of memory"). ``nn.LSTM`` keeps all layers in one
+        buffer, right for its stacked call; a model whose calls run one layer at a time needs
+        one buffer per layer. On the CPU this does nothing, as in ``nn.LSTM``.
+        """
+        if not self.layerwise_buffers:
+            return super().flatten_parameters()
+        weights = self._flat_weights
+        if not (len(weights) == len(self._flat_weights_names) and torch._use_cudnn_rnn_flatten_weight()
+                and all(isinstance(w, torch.Tensor) and w.is_cuda and w.dtype == weights[0].dtype
+                        and torch.backends.cudnn.is_acceptable(w) for w in weights)):
+            return
+        from torch.backends.cudnn import rnn as cudnn_rnn
+
+        with torch.cuda.device_of(weights[0]), torch.no_grad():
+            for layer in range(self.num_layers):  # re-points each layer's parameters into a new buffer
+                torch._cudnn_rnn_flatten_weight(
+                    weights[4 * layer:4 * layer + 4], 4, self.input_size if layer == 0 else self.hidden_size,
+                    cudnn_rnn.get_cudnn_mode(self.mode), self.hidden_size, 0, 1, self.batch_first, False)
 
     def forward(self, x: torch.Tensor, state: State = None, weight_ih_l0: torch.Tensor | None = None,
                 every_layer: bool = False):
@@ -210,6 +241,8 @@ class CharLM(nn.Module):
         # The lower layers' outputs, side by side, into the logits too (ModelConfig.skip_connections).
         self.skip_head = (nn.Linear((config.layers - 1) * config.hidden, config.vocab_size, bias=False)
                           if config.skip_connections and config.layers > 1 else None)
+        if self.skip_head is not None and isinstance(self.rnn, _FusedLayers):
+            self.rnn.use_layerwise_buffers()  # its calls run one layer at a time
         self._init_weights()
         if config.tie_weights:
             # Input and output embeddings share one matrix: fewer parameters, better small models.
