@@ -92,9 +92,9 @@ def write_corpus(root: Path, megabytes: float, files: int, seed: int = 0) -> tup
 ENCODE = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from chargen.data import load_corpus
+from chargen.text.corpus import load_corpus
 imported = time.perf_counter()
-from chargen.train import TrainConfig
+from chargen.training import TrainConfig
 # The settings a training run passes, so that its start finds this cache entry.
 corpus = load_corpus([sys.argv[1]], tokenizer_kind=sys.argv[3], vocab_size=TrainConfig().vocab_size,
                      cache_dir=sys.argv[2])
@@ -109,7 +109,7 @@ t0 = time.perf_counter()
 import torch
 if int(sys.argv[7]):
     torch.set_num_threads(int(sys.argv[7]))
-from chargen.train import Trainer, TrainConfig, StepDone
+from chargen.training import StepDone, TrainConfig, Trainer
 imported = time.perf_counter()
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 marks = {}

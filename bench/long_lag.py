@@ -1,7 +1,7 @@
 """Why LSTM: the long-time-lag experiment of Hochreiter & Schmidhuber (1997), on chargen's cells.
 
 Each episode is a cue (one of 4 symbols), ``lag`` random distractors, ``=``, and the cue again
-(``chargen.tasks``). Every cell is trained from scratch on the same episodes for the same number
+(``bench/recall.py``). Every cell is trained from scratch on the same episodes for the same number
 of steps, with hidden sizes chosen so the parameter counts match, and scored on the recall after
 ``=`` (chance 25%). Then the vanishing gradient is measured rather than asserted: the norm of
 d loss / d h_t at growing distances from a loss on the last step.
@@ -24,11 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/recall.py
 
-from chargen.cli import parse_duration  # noqa: E402
+from chargen.ui.options import parse_duration  # noqa: E402
 from chargen.model import CELLS, CharLM, ModelConfig  # noqa: E402
-from chargen.tasks import (hidden_grad_norms, long_lag_batch, long_lag_tokenizer,  # noqa: E402
-                           recall_accuracy, set_forget_bias, train_recall)
+from chargen.text.long_lag import long_lag_tokenizer  # noqa: E402
+from recall import (hidden_grad_norms, long_lag_batch, recall_accuracy, set_forget_bias,  # noqa: E402
+                    train_recall)
 
 DISTANCES = (1, 10, 50, 100, 200)
 SYMBOLS = 4

@@ -5,8 +5,8 @@
 
 Each training step frees its activations and allocates them again; by default glibc maps big
 blocks fresh and returns the freed top of its heap to the kernel, so the next step page-faults
-the memory back in (``chargen.train.keep_freed_memory``). ``Trainer`` sets malloc up on CPUs;
-this script runs the same ``chargen.train`` steps in fresh processes with that and without it,
+the memory back in (``chargen.devices.keep_freed_memory``). ``Trainer`` sets malloc up on CPUs;
+this script runs the same training steps in fresh processes with that and without it,
 alternating, and prints the median chars/s and minor page faults per step of each, and their
 ratio. A malloc setting cannot be undone in a process, hence the subprocesses. The text is
 generated (speed does not depend on it).
@@ -31,9 +31,9 @@ def child(args) -> None:
     """One run: time steps after warm-up; print chars/s and faults per step as JSON."""
     import importlib
 
-    train = importlib.import_module("chargen.train")
-    if args.child == "off":
-        train.keep_freed_memory = lambda: False
+    train = importlib.import_module("chargen.training")
+    if args.child == "off":  # the name the trainer calls
+        importlib.import_module("chargen.training.trainer").keep_freed_memory = lambda: False
     marks = {}
 
     def on_event(event):
@@ -68,7 +68,7 @@ def main() -> None:
 
     import torch
 
-    from chargen.train import MALLOC_KEEP
+    from chargen.devices import MALLOC_KEEP
 
     with tempfile.TemporaryDirectory() as tmp:
         rng = random.Random(0)

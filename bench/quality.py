@@ -18,11 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chargen.cli import build_parser, parse_duration  # noqa: E402
-from chargen.dashboard import describe_precision, describe_shape  # noqa: E402
-from chargen.train import AutoChosen, EvalDone, RunStarted, StepDone, TrainConfig, Trainer  # noqa: E402
+from chargen.ui.cli import build_parser  # noqa: E402
+from chargen.ui.options import parse_duration, train_options  # noqa: E402
+from chargen.ui.dashboard import describe_precision, describe_shape  # noqa: E402
+from chargen.training import AutoChosen, EvalDone, RunStarted, StepDone, TrainConfig, Trainer  # noqa: E402
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 REFERENCES = [
     ("nanoGPT CPU recipe (4-layer transformer, 2000 iters), this machine", "76 s", 1.886),
     ("plain 2x512 LSTM, Adam, no tuning, this machine", "5 min", 1.447),
@@ -33,7 +34,7 @@ REFERENCES = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--time", type=parse_duration, default=300.0, help="wall-time budget (default: 5m)")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="default: ../shared/corpora/tinyshakespeare.txt")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="default: corpora/tinyshakespeare.txt (see corpora/README.md to fetch it)")
     parser.add_argument("train_options", nargs="*", help="extra `chargen train` options, after --")
     args = parser.parse_args()
     if not args.corpus.is_file():
@@ -42,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train_args = build_parser().parse_args(["train", str(args.corpus), "--out", f"{tmp}/run",
                                                 "--max-time", f"{args.time}s", *args.train_options])
-        config = TrainConfig(**{f: getattr(train_args, f) for f in TrainConfig.__dataclass_fields__})
+        config = TrainConfig(**train_options(train_args))
         curve: list[tuple[float, int, float]] = []
         train_losses: list[float] = []  # since the last evaluation: shows how far val lags behind
         started = time.perf_counter()

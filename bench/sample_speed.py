@@ -21,10 +21,12 @@ import time
 
 import torch
 
-from chargen.engine import auto_sampling_precision, bf16_matmul_available
+from chargen.compat import bf16_matmul_available
+from chargen.model.engine import auto_sampling_precision
 from chargen.model import CharLM, ModelConfig
-from chargen.sampling import Sampler, SamplingSettings
-from chargen.tokenizers import CharTokenizer
+from chargen.generation.sampler import Sampler
+from chargen.generation.settings import SamplingSettings
+from chargen.text.tokenizers import CharTokenizer
 
 VOCAB = "\n" + string.ascii_letters + " .,;:!?'-&$3"  # 65 symbols, like tinyshakespeare
 

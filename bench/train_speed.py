@@ -10,7 +10,7 @@ clipping, ``torch.optim.AdamW`` with its default implementation (chargen's setti
 state carried between steps; under ``torch.autocast`` for bf16. Where chargen is faster than
 1.0x, that is its one-hot input path (``CharLM.forward``: no dropout on the embedding, whose
 product with layer 0's input weight is then 65 wide instead of 512), its cheaper dropout masks
-and the fused AdamW kernel (``chargen.model.dropout``, ``chargen.train.make_optimizer``).
+and the fused AdamW kernel (``chargen.model.layers.dropout``, ``chargen.training.optim.make_optimizer``).
 
 chargen runs its whole loop: batches cut from the corpus, LR schedule, the NaN guard, metrics
 lines, events and the live dashboard (rendered to a string). Its chars/s is taken from the step
@@ -35,11 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import chargen
-from chargen.dashboard import Dashboard
-from chargen.train import EVAL_EVERY_TOKENS, CheckpointSaved, StepDone, keep_freed_memory, resolve_precision
+from chargen.ui.dashboard import Dashboard
+from chargen.devices import keep_freed_memory, resolve_precision
+from chargen.training import CheckpointSaved, StepDone
+from chargen.training.auto import EVAL_EVERY_TOKENS
 from rich.console import Console
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 
 
 def bare_chars_per_sec(args, precision: str) -> float:

@@ -5,8 +5,9 @@
     print(model.generate("ROMEO:", length=200, temp=0.8))
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from .api import TrainedModel, load, train  # noqa: E402
+from .errors import ChargenError  # noqa: E402
+from .generation.settings import SamplingSettings  # noqa: E402
 
-__all__ = ["load", "train", "TrainedModel", "__version__"]
+__all__ = ["load", "train", "TrainedModel", "SamplingSettings", "ChargenError", "__version__"]

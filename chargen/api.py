@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Iterator
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .sampling import Sampler, SamplingSettings, beam_search
-from .evaluate import EvalResult, evaluate
-from .train import pick_device, train  # noqa: F401  (train is re-exported)
+from .devices import pick_device
+from .errors import check_known_chars
+from .evaluation import EvalResult, evaluate
+from .generation.beam import beam_search
+from .generation.sampler import Sampler
+from .generation.settings import SamplingSettings
 
 
 class TrainedModel:
@@ -36,6 +39,11 @@ class TrainedModel:
     @property
     def path(self) -> Path:
         return self.checkpoint.path
+
+    def describe(self) -> str:
+        """One line: shape, vocabulary and size, e.g. ``2x512 lstm, char vocab 65, 3,325,505 parameters``."""
+        return (f"{self.config.shape()}, {self.tokenizer.kind} vocab {self.tokenizer.vocab_size}, "
+                f"{self.model.num_parameters():,} parameters")
 
     def sampler(self, num_streams: int = 1) -> Sampler:
         """A stateful generator: ``feed`` text, ``stream`` replies; state carries across calls."""
@@ -64,9 +72,9 @@ class TrainedModel:
         texts = sampler.generate(options)
         return texts if num_samples > 1 else texts[0]
 
-    def evaluate(self, text: str) -> EvalResult:
+    def evaluate(self, text: str, what: str = "the text") -> EvalResult:
         """Loss of the model on ``text``: nats and bits per character, perplexity."""
-        Sampler(self.model, self.tokenizer).check_text(text)
+        check_known_chars(self.tokenizer, text, what)
         return evaluate(self.model, self.tokenizer.encode(text), self.tokenizer)
 
     def to(self, device: str) -> "TrainedModel":
@@ -74,14 +82,24 @@ class TrainedModel:
         return self
 
     def __repr__(self) -> str:
-        c = self.config
-        return (f"TrainedModel({str(self.path)!r}, {c.layers}x{c.hidden} {c.cell}, "
+        return (f"TrainedModel({str(self.path)!r}, {self.config.shape()}, "
                 f"{self.tokenizer.kind} vocab {self.tokenizer.vocab_size})")
 
 
 def load(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
     """Load a checkpoint file or run directory (its best checkpoint) for generation."""
     return TrainedModel(load_checkpoint(path, device=pick_device(device)))
+
+
+def train(corpus=None, **options):
+    """Train a model from Python (a notebook, a script); options are ``TrainConfig`` fields, plus
+    ``on_event`` (a callback for training events) and ``resume`` (a run directory).
+
+        chargen.train("corpus.txt", max_time=120, hidden=256, out="checkpoints/mine")
+    """
+    from .training import train as run_training  # imported here: chargen.load alone needs no trainer
+
+    return run_training(corpus, **options)
 
 
 __all__ = ["TrainedModel", "load", "train", "SamplingSettings"]

@@ -10,11 +10,9 @@ checkpoint may come from anywhere: every problem is one ChargenError, never a cr
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import signal
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +21,17 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from . import __version__
+from .version import __version__
 from .errors import ChargenError
+from .fileio import atomic_write_bytes
+from .limits import MAX_DROPOUT, MAX_HIDDEN, MAX_LAYERS, MAX_PARAMETERS, MAX_VOCAB_SIZE
 from .model import CELLS, CharLM, ModelConfig
-from .tokenizers import MAX_VOCAB_SIZE, Tokenizer, tokenizer_from_dict
+from .text.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
 METADATA_KEY = "chargen"
 BEST_NAME, LAST_NAME = "best.safetensors", "last.safetensors"
 MAX_HEADER_BYTES = 100 << 20
-MAX_PARAMETERS = 4 << 30  # refuse configs that would allocate absurd amounts of memory
 
 
 @dataclass
@@ -80,111 +79,6 @@ def save_checkpoint(path: str | os.PathLike, model: CharLM, tokenizer: Tokenizer
     }
     data = safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(metadata)})
     atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path: Path, data: bytes, what: str = "checkpoint") -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, then rename over ``path``.
-
-    A crash or kill at any moment leaves either the old file or the new one, never a mix; on
-    any failure (disk full, read-only directory, Ctrl-C) the temp file is removed and the old file
-    is untouched. ``what`` names the file in the error message.
-    """
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        _fault_point("open")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            half = len(data) // 2
-            _write_all(fd, memoryview(data)[:half])
-            _fault_point("write")  # half the bytes are in the temp file
-            _write_all(fd, memoryview(data)[half:])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fault_point("rename")  # complete temp file, not yet renamed
-        os.replace(tmp, path)
-        _fault_point("renamed")  # renamed, directory not yet synced
-        _fsync_directory(path.parent)
-    except BaseException as exc:  # OSError, but also Ctrl-C: never leave a temp file behind
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise ChargenError(f"{path}: cannot save the {what}: {exc.strerror or exc}; "
-                               f"earlier files are untouched{_os_error_hint(exc)}") from None
-        raise
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _os_error_hint(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "; free some disk space (or choose another --out)"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return "; the directory is not writable (choose another --out or fix its permissions)"
-    return ""
-
-
-FAULT_ENV = "CHARGEN_FAULT_INJECT"
-
-
-def _fault_point(stage: str) -> None:
-    """Fault injection for crash tests: ``CHARGEN_FAULT_INJECT=<action>@<stage>``.
-
-    Actions: ``kill`` (SIGKILL this process: a power cut), ``enospc`` (disk full), ``erofs``
-    (read-only file system). Stages, in order: open, write (half the bytes written), rename
-    (temp file complete), renamed (before the directory fsync). Unset in normal use: a no-op.
-    """
-    spec = os.environ.get(FAULT_ENV)
-    if not spec or "@" not in spec:
-        return
-    action, where = spec.split("@", 1)
-    if where != stage:
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "enospc":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    elif action == "erofs":
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-
-
-def remove_stale_temp_files(directory: Path, pattern: str = ".*.tmp*") -> None:
-    """Delete temp files (``<name>.tmp<pid>``) left by chargen processes killed while saving."""
-    for tmp in directory.glob(pattern):
-        pid = tmp.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _state_dict_untied(model: CharLM) -> dict[str, torch.Tensor]:
@@ -300,15 +194,15 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
     if not isinstance(data, dict):
         raise ChargenError(f"{path}: checkpoint metadata lacks the model config")
 
-    def field_of(name, kind, low=None, high=None):
+    def field_of(name, kind, low=None, high=None, high_included=True):
         value = data.get(name)
         ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if ok and isinstance(value, float):
             ok = math.isfinite(value)
         if ok and low is not None:
-            ok = low <= value <= high
+            ok = low <= value <= high and (high_included or value < high)
         if not ok:
-            bounds = f" in [{low}, {high}]" if low is not None else ""
+            bounds = f" in [{low}, {high}{']' if high_included else ')'}" if low is not None else ""
             expected = getattr(kind, "__name__", "a number")
             raise ChargenError(f"{path}: model config '{name}' is {_short(value)}, expected {expected}{bounds}")
         return value
@@ -316,9 +210,9 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
     config = ModelConfig(
         vocab_size=field_of("vocab_size", int, 1, MAX_VOCAB_SIZE),
         cell=data.get("cell"),
-        layers=field_of("layers", int, 1, 64),
-        hidden=field_of("hidden", int, 1, 1 << 16),
-        dropout=float(field_of("dropout", (int, float), 0, 0.99)),
+        layers=field_of("layers", int, 1, MAX_LAYERS),
+        hidden=field_of("hidden", int, 1, MAX_HIDDEN),
+        dropout=float(field_of("dropout", (int, float), 0, MAX_DROPOUT, high_included=False)),
         tie_weights=field_of("tie_weights", bool),
         # Checkpoints written before skip connections existed have none.
         skip_connections=field_of("skip_connections", bool) if "skip_connections" in data else False,

@@ -15,3 +15,14 @@ def describe_chars(chars) -> str:
     shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:10])
     more = f" and {len(chars) - 10} more" if len(chars) > 10 else ""
     return shown + more
+
+
+def check_known_chars(tokenizer, text: str, subject: str, advice: str = "") -> None:
+    """Refuse ``text`` if it has characters outside the ``tokenizer``'s vocabulary.
+
+    Every place that feeds user text to a model says it the same way: ``subject`` names what
+    was given (an option, a file), ``advice`` (starting with "; ") says what to do.
+    """
+    unknown = tokenizer.unknown_chars(text)
+    if unknown:
+        raise ChargenError(f"{subject} has characters the model never saw: {describe_chars(unknown)}{advice}")

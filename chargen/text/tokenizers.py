@@ -21,10 +21,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import ChargenError, describe_chars
+from ..errors import ChargenError, describe_chars
+from ..limits import MAX_VOCAB_SIZE
 
 TOKENIZER_KINDS = ("char", "byte", "sentencepiece")
-MAX_VOCAB_SIZE = 1 << 21  # more ids than Unicode has code points means a corrupt file
 
 
 def _normalize(text: str, form: str | None) -> str:

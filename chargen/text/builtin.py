@@ -15,7 +15,10 @@ import ast
 import sysconfig
 from pathlib import Path
 
-from .errors import ChargenError
+from ..errors import ChargenError
+from ..fileio import atomic_write_bytes
+from ..limits import MAX_LAG
+from .long_lag import long_lag_text
 
 CORPORA = {
     "stdlib": "Python standard library source code (.py files of this interpreter)",
@@ -57,8 +60,6 @@ def build_corpus(name: str, out: str | Path, max_bytes: int = 4 << 20, lag: int 
     if name not in CORPORA:
         raise ChargenError(f"unknown corpus {name!r}; available: {', '.join(CORPORA)}")
     if name == "long-lag":
-        from .tasks import MAX_LAG, long_lag_text
-
         if not (isinstance(lag, int) and 0 <= lag <= MAX_LAG):  # before the size check that uses it
             raise ChargenError(f"--lag {lag}: must be a whole number in [0, {MAX_LAG}]")
         episode = lag + 4  # cue, distractors, '=', cue, newline (all ASCII: one byte a char)
@@ -85,5 +86,5 @@ def build_corpus(name: str, out: str | Path, max_bytes: int = 4 << 20, lag: int 
 def _write(out: str | Path, text: str) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    atomic_write_bytes(out, text.encode("utf-8"), "corpus")  # an older corpus stays whole on failure
     return out

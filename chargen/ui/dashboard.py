@@ -12,13 +12,13 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .train import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone
+from ..training.events import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone
 
 LN2 = math.log(2)
 PLAIN_LINE_EVERY_S = 5.0
 # The live view is redrawn from the training thread, at most this often between other events,
-# rather than by rich's refresh thread: with that thread at 4 Hz, a 5-minute run on the 2-core
-# machine fit 2,230 steps against 2,376 for the same run without a live view (bench/HISTORY.md).
+# rather than by rich's refresh thread: that thread cost a short CPU run several percent of its
+# steps (bench/HISTORY.md).
 REDRAW_EVERY_S = 0.5
 
 
@@ -33,7 +33,7 @@ def _describe_run(e: RunStarted) -> str:
         budget.append(f"{e.total_steps:,} steps")
     if e.config.max_time:
         budget.append(f"{e.config.max_time:g}s")
-    return (f"{m.layers}x{m.hidden} {m.cell}, {e.num_parameters:,} params, vocab {m.vocab_size} "
+    return (f"{m.shape()}, {e.num_parameters:,} params, vocab {m.vocab_size} "
             f"({e.config.tokenizer}) | {e.device} {e.precision} | train {e.train_tokens:,} / val "
             f"{e.val_tokens:,} tokens | batch {e.config.batch_size}x{e.config.seq_len} | "
             f"budget {' or '.join(budget)} | {e.run_dir}")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .errors import ChargenError
 from .model import CharLM, State
-from .tokenizers import Tokenizer
+from .text.tokenizers import Tokenizer
 
 
 @dataclass
@@ -56,7 +56,7 @@ def evaluate(model: CharLM, tokens: np.ndarray, tokenizer: Tokenizer, *, autocas
     ``max_tokens`` caps the work for huge validation splits: about that many predictions are
     scored, in whole streams spread evenly over the text, the same ones at every call. Streams
     are processed a group at a time, so memory stays small whatever the text's length (``tokens``
-    may be a memory map). With ``dist`` (a ``chargen.distributed.Distributed``) each rank scores
+    may be a memory map). With ``dist`` (a ``chargen.training.distributed.Distributed``) each rank scores
     its share of the streams and the totals are summed over ranks.
     """
     n = len(tokens)

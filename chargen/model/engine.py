@@ -18,7 +18,7 @@ CPU it goes through oneDNN, which re-lays out the weights on every call. This en
   table and the output layer stay in fp32.
 
 In fp32 it computes the same function as the model's own forward (to float rounding), which
-``tests/test_engine.py`` checks against ``nn.LSTM``. Other cells (GRU, RNN) and models in
+``tests/model/test_engine.py`` checks against ``nn.LSTM``. Other cells (GRU, RNN) and models in
 training mode (dropout) use the plain forward instead: see ``StepEngine.supports``.
 """
 
@@ -28,43 +28,29 @@ import time
 
 import torch
 
-from .model import CharLM, State
+from ..compat import bf16_linear, bf16_matmul_available, cpu_has_native_bf16, prepack_bf16_linear_weight, tensor_version
+from ..devices import faster_precision
+from .lm import CharLM
+from .state import State
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), not by emulation."""
-    for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        supported = getattr(torch.cpu, check, None)
-        if supported is not None and supported():
-            return True
-    return False
-
-
-# Where bf16 is a candidate, it is taken only if timed at least this many times faster than fp32:
-# the margin keeps a near tie from flipping the choice from one run to the next.
-BF16_MIN_SPEEDUP = 1.1
-
-
-def faster_precision(speeds: dict[str, float]) -> str:
-    """"bf16" if its timed speed beats fp32's by BF16_MIN_SPEEDUP, else "fp32" (also exact)."""
-    return "bf16" if speeds["bf16"] >= BF16_MIN_SPEEDUP * speeds["fp32"] else "fp32"
+# Below this size of the LSTM's fp32 matrices, bf16 steps have not paid anywhere.
+SMALL_MATRIX_BYTES = 8 * 2**20
 
 
 def auto_sampling_precision(model: CharLM, batch_size: int = 1) -> str:
     """The precision ``Sampler(precision="auto")`` steps ``model`` in: bf16 where it is faster.
 
-    Measured (bench/sample_speed.py and engine steps timed alone): bf16 steps were slower than
-    fp32 while the LSTM's matrices fit the cache (1x256: 0.6-0.7x everywhere); once they outgrow
-    it (2x512: 12 MB in fp32) they were 1.5-2x faster on an AMD Zen 4 (AVX512-BF16), 1.15x on
-    one Intel Xeon with AMX, but no faster on an Intel Xeon without AMX (2x512: 0.97x, 3x512:
-    0.87x) nor on another with AMX. So fp32 for small models, and otherwise, where the CPU has
-    native bf16, a few steps of ``batch_size`` streams are timed in each precision.
+    bf16 steps are slower than fp32 while the LSTM's matrices fit the cache, and once they outgrow
+    it they are faster on some CPUs with native bf16 and not on others (bench/RESULTS.md). So
+    fp32 for small models (under SMALL_MATRIX_BYTES), and otherwise, where the CPU has native
+    bf16, a few steps of ``batch_size`` streams are timed in each precision.
     """
     if model.head.weight.device.type != "cpu" or not bf16_matmul_available() or not cpu_has_native_bf16():
         return "fp32"
     matrix_bytes = sum(4 * getattr(model.rnn, f"weight_hh_l{l}").numel() * (1 if l == 0 else 2)
                        for l in range(model.config.layers))
-    if matrix_bytes < 8 * 2**20:
+    if matrix_bytes < SMALL_MATRIX_BYTES:
         return "fp32"
     return faster_precision({precision: engine_steps_per_second(StepEngine(model, precision), batch_size)
                              for precision in ("fp32", "bf16")})
@@ -83,16 +69,6 @@ def engine_steps_per_second(engine: "StepEngine", batch_size: int, steps: int = 
     return steps / max(fastest, 1e-9)
 
 
-def bf16_matmul_available() -> bool:
-    """True where oneDNN runs bf16 matrix products natively (e.g. AVX512-BF16 or AMX CPUs)."""
-    try:
-        return (torch.backends.mkldnn.is_available()
-                and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-                and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class _Linear:
     """``x @ W.T + b`` for a fixed weight, laid out once for the fastest call at small batch."""
 
@@ -101,7 +77,7 @@ class _Linear:
         self.bf16 = precision == "bf16"
         if self.bf16:
             # oneDNN's prepacked bf16 weight: half the bytes of fp32, read in its native layout.
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16), 1)
+            self.weight = prepack_bf16_linear_weight(weight)
             self.bias = None if bias is None else bias.to(torch.bfloat16)
         else:
             self.weight = weight.t().contiguous()  # [in, out]: addmm's fast layout
@@ -110,14 +86,14 @@ class _Linear:
     def add_to(self, out: torch.Tensor, x: torch.Tensor) -> None:
         """``out += x @ W.T`` (bias not included)."""
         if self.bf16:
-            out.add_(torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.weight, None, "none", [], ""))
+            out.add_(bf16_linear(x, self.weight, None))
         else:
             out.addmm_(x, self.weight)
 
     def into(self, out: torch.Tensor, x: torch.Tensor) -> None:
         """``out = x @ W.T + b``."""
         if self.bf16:
-            out.copy_(torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.weight, self.bias, "none", [], ""))
+            out.copy_(bf16_linear(x, self.weight, self.bias))
         else:
             torch.addmm(self.bias, x, self.weight, out=out)
 
@@ -175,7 +151,7 @@ class StepEngine:
     @staticmethod
     def _fingerprint(model: CharLM) -> tuple:
         # Storage and in-place version of every parameter: changes when training or .to() did.
-        return tuple((p.data_ptr(), p._version, p.device) for p in model.parameters())
+        return tuple((p.data_ptr(), tensor_version(p), p.device) for p in model.parameters())
 
     def matches(self, model: CharLM) -> bool:
         """Whether the engine still holds ``model``'s current weights."""

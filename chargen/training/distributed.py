@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import ChargenError
-from .model import State, map_state
+from ..errors import ChargenError
+from ..model import State, map_state
 
 
 @dataclass

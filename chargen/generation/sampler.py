@@ -7,52 +7,23 @@ batch of independent streams so that ``--num-samples N`` runs them together.
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
-from .errors import ChargenError, describe_chars
-from .engine import StepEngine, auto_sampling_precision, bf16_matmul_available
-from .model import CharLM, State, map_state
-from .tokenizers import Tokenizer
-
+from ..errors import ChargenError, check_known_chars
+from ..model import CharLM, State, map_state
+from ..model.engine import StepEngine, auto_sampling_precision
+from ..compat import bf16_matmul_available
+from ..text.tokenizers import Tokenizer
+from .settings import SamplingSettings
+from .stops import StopFilter
 
 # Feeding text: at most this many of its last tokens are run (see Sampler.feed_ids), in chunks
 # of FEED_CHUNK tokens.
 PRIME_WINDOW = 2048
 FEED_CHUNK = 1024
-
-MAX_LENGTH = 10_000_000  # tokens per sample or reply; more is a typo (and hours of CPU)
-
-
-@dataclass
-class SamplingSettings:
-    """How to pick each next token. The single source of defaults for CLI, REPL and API."""
-
-    temp: float = 0.8
-    top_k: int = 0          # 0: no top-k cut
-    top_p: float = 1.0      # 1.0: no nucleus cut
-    length: int = 500       # tokens to generate at most
-    stop: str | None = None  # end a stream when this string appears (it is not printed)
-    seed: int | None = None  # same seed, same text
-
-    def validate(self) -> "SamplingSettings":
-        if not (isinstance(self.temp, (int, float)) and math.isfinite(self.temp) and self.temp >= 0):
-            raise ChargenError(f"--temp {self.temp}: must be a number >= 0 (0 means always the most likely)")
-        if self.top_k < 0:
-            raise ChargenError(f"--top-k {self.top_k}: must be >= 0 (0 turns it off)")
-        if not (0 < self.top_p <= 1):
-            raise ChargenError(f"--top-p {self.top_p}: must be in (0, 1] (1 turns it off)")
-        if not 0 <= self.length <= MAX_LENGTH:
-            raise ChargenError(f"--length {self.length}: must be between 0 and {MAX_LENGTH:,}")
-        if self.seed is not None and not -(1 << 63) <= self.seed < 1 << 64:  # torch seeds are 64-bit
-            raise ChargenError(f"--seed {self.seed}: must be a whole number that fits in 64 bits")
-        if self.stop == "":
-            raise ChargenError("--stop: the stop string must not be empty")
-        return self
 
 
 def pick_tokens(logits: torch.Tensor, settings: SamplingSettings,
@@ -77,35 +48,6 @@ def pick_tokens(logits: torch.Tensor, settings: SamplingSettings,
     # are most of the cost of picking a token at batch 1.
     noise = torch.empty_like(probs).exponential_(1, generator=generator)
     return (probs / noise).argmax(dim=-1)
-
-
-class _StopFilter:
-    """Streams text but holds back what might be the start of the stop string."""
-
-    def __init__(self, stop: str | None):
-        self.stop, self.pending, self.stopped = stop, "", False
-
-    def push(self, text: str) -> str:
-        if not self.stop:
-            return text
-        self.pending += text
-        hit = self.pending.find(self.stop)
-        if hit >= 0:
-            self.stopped = True
-            out, self.pending = self.pending[:hit], ""
-            return out
-        keep = 0  # longest suffix of pending that is a prefix of stop
-        for size in range(min(len(self.stop) - 1, len(self.pending)), 0, -1):
-            if self.stop.startswith(self.pending[-size:]):
-                keep = size
-                break
-        out = self.pending[:len(self.pending) - keep]
-        self.pending = self.pending[len(self.pending) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 class Sampler:
@@ -175,9 +117,7 @@ class Sampler:
 
     def check_text(self, text: str, what: str = "the text") -> None:
         """Raise a clear error if ``text`` has characters the model's vocabulary lacks."""
-        unknown = self.tokenizer.unknown_chars(text)
-        if unknown:
-            raise ChargenError(f"{what} has characters the model never saw: {describe_chars(unknown)}")
+        check_known_chars(self.tokenizer, text, what)
 
     @torch.inference_mode()
     def feed(self, text: str) -> None:
@@ -224,7 +164,7 @@ class Sampler:
         ids = self.tokenizer.encode("\n")
         return int(ids[0]) if len(ids) == 1 else None
 
-    def _start_if_empty(self, generator: torch.Generator) -> None:
+    def start_if_empty(self, generator: torch.Generator) -> None:
         if self.next_logits is not None:
             return
         # Nothing fed yet: begin at a line break when the vocabulary has one, else at a random
@@ -241,9 +181,9 @@ class Sampler:
         # works on its own tensors, none of which requires grad.
         settings.validate()
         generator = make_generator(settings.seed)
-        self._start_if_empty(generator)
+        self.start_if_empty(generator)
         decoders = [self.tokenizer.decoder() for _ in range(self.batch_size)]
-        filters = [_StopFilter(settings.stop) for _ in range(self.batch_size)]
+        filters = [StopFilter(settings.stop) for _ in range(self.batch_size)]
         engine = self._fast_engine()
         for _ in range(settings.length):
             if all(f.stopped for f in filters):
@@ -275,34 +215,3 @@ def make_generator(seed: int | None) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
     return generator
-
-
-@torch.inference_mode()
-def beam_search(model: CharLM, tokenizer: Tokenizer, prime: str, beam_width: int,
-                length: int, stop: str | None = None) -> str:
-    """The most likely continuation of ``length`` tokens found by beam search of ``beam_width``."""
-    if beam_width < 1:
-        raise ChargenError(f"--beam {beam_width}: must be >= 1")
-    sampler = Sampler(model, tokenizer)
-    if prime:
-        sampler.feed(prime)
-    else:
-        sampler._start_if_empty(make_generator(0))
-    log_probs = torch.log_softmax(sampler.next_logits, dim=-1)  # [1, vocab]
-    state = sampler.state
-    scores = torch.zeros(1)
-    sequences = torch.zeros(1, 0, dtype=torch.long)
-    for _ in range(length):
-        vocab = log_probs.size(-1)
-        candidates = (scores[:, None] + log_probs.cpu()).view(-1)
-        scores, flat = torch.topk(candidates, min(beam_width, candidates.numel()))
-        parents, tokens = flat // vocab, flat % vocab
-        sequences = torch.cat([sequences[parents], tokens[:, None]], dim=1)
-        state = map_state(state, lambda t: t[:, parents.to(t.device)])
-        logits, state = model(tokens.to(sampler.device)[:, None], state)
-        log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)
-    text = tokenizer.decode(sequences[0].tolist())
-    if stop and stop in text:
-        text = text[:text.index(stop)]
-    return text
-

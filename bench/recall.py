@@ -1,81 +1,28 @@
-"""Synthetic tasks that measure how far back a recurrent cell can remember.
+"""Research helpers for the long-lag experiment (bench/long_lag.py and its tests), not chargen's API.
 
-``long-lag`` (after Hochreiter & Schmidhuber, 1997, experiment 2): every line is one episode
-
-    C x1 x2 ... xq = C
-
-a cue ``C`` drawn uniformly from a few upper-case symbols, ``q`` random lower-case distractors,
-the recall mark ``=`` and the cue again. The distractors and the next line's cue are pure noise;
-the only thing in the text that can be predicted better than chance is the symbol after ``=``,
-and only by remembering the cue read ``q + 1`` steps earlier. Recall accuracy (the model's most
-likely next token right after ``=``) therefore has a known chance level, ``1 / symbols``.
-
-Training with truncated BPTT, the loss at ``=`` sends gradient back to the cue only when both fall
-inside one ``seq_len`` window: ``seq_len`` must exceed the lag (``2 * (lag + 4)`` puts the cue in
-the same window for about half the episodes). The carried state still lets a model *use* a cue
-from an earlier window, but it can only *learn* to keep it through gradients inside one window.
-
-``bench/long_lag.py`` and the tests train with ``train_recall`` instead: one episode per row and
-the loss on the recall alone, as in the paper. With ``chargen train``'s language-model loss the
-recall is one prediction in ``lag + 4``, among unpredictable ones, and is learned far more slowly:
-the same LSTM (64 units, forget bias 5) was still at chance on lag 100 after 800 ``chargen train``
-steps of 32 x 208 tokens, and recalled 100% after 400 ``train_recall`` steps.
+``train_recall`` trains on one episode per row and scores the recall alone, as the 1997 paper
+did: with ``chargen train``'s language-model loss the recall is one prediction in ``lag + 4``,
+among unpredictable ones, and is learned far more slowly (bench/HISTORY.md).
 """
 
 from __future__ import annotations
 
-import random
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ChargenError
-from .model import CharLM
-from .tokenizers import CharTokenizer
-
-CUES = "ABCDEFGH"
-DISTRACTORS = "abcdefghijklmnopqrstuvwxyz"
-RECALL_MARK = "="
-MAX_LAG = 100_000
-
-
-def _check(lag: int, symbols: int, distractors: int) -> None:
-    if not (isinstance(lag, int) and 0 <= lag <= MAX_LAG):
-        raise ChargenError(f"--lag {lag}: must be a whole number in [0, {MAX_LAG}]")
-    if not 2 <= symbols <= len(CUES):
-        raise ChargenError(f"symbols {symbols}: must be between 2 and {len(CUES)}")
-    if not 1 <= distractors <= len(DISTRACTORS):
-        raise ChargenError(f"distractors {distractors}: must be between 1 and {len(DISTRACTORS)}")
-
-
-def long_lag_text(lag: int, n_chars: int, *, symbols: int = 4, distractors: int = 8, seed: int = 0) -> str:
-    """Whole long-lag episodes (one per line), at least ``n_chars`` characters in all.
-
-    ``symbols`` cues (chance recall is ``1 / symbols``), ``distractors`` distinct filler symbols.
-    The same arguments always give the same text.
-    """
-    _check(lag, symbols, distractors)
-    rng = random.Random(seed)
-    cues, filler = CUES[:symbols], DISTRACTORS[:distractors]
-    episode_len = lag + 4
-    lines = []
-    for _ in range(max(1, -(-n_chars // episode_len))):
-        cue = rng.choice(cues)
-        lines.append(f"{cue}{''.join(rng.choices(filler, k=lag))}{RECALL_MARK}{cue}\n")
-    return "".join(lines)
-
-
-def long_lag_tokenizer(symbols: int = 4, distractors: int = 8) -> CharTokenizer:
-    """The char tokenizer of long-lag text: exactly the vocabulary ``chargen train`` would build."""
-    return CharTokenizer(sorted(CUES[:symbols] + DISTRACTORS[:distractors] + RECALL_MARK + "\n"))
+from chargen.errors import ChargenError
+from chargen.model import CharLM
+from chargen.text.long_lag import CUES, DISTRACTORS, RECALL_MARK, check_long_lag
+from chargen.text.tokenizers import CharTokenizer
 
 
 def long_lag_batch(tokenizer: CharTokenizer, lag: int, n: int, generator: torch.Generator,
                    symbols: int = 4, distractors: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` episodes as ids: inputs ``[n, lag + 2]`` (cue, distractors, ``=``) and the cues ``[n]``."""
-    _check(lag, symbols, distractors)
+    check_long_lag(lag, symbols, distractors)
     cue_ids = torch.from_numpy(tokenizer.encode(CUES[:symbols]).astype(np.int64))
     filler_ids = torch.from_numpy(tokenizer.encode(DISTRACTORS[:distractors]).astype(np.int64))
     mark = int(tokenizer.encode(RECALL_MARK)[0])

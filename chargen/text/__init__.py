@@ -1,0 +1,1 @@
+"""Text in: finding and reading files, tokenizers, the encoded and cached corpus, TBPTT batches."""

@@ -1,0 +1,118 @@
+"""The ``chargen`` command line: a thin layer over the Python API.
+
+Every user mistake ends in one line on stderr and exit code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from ..errors import ChargenError
+from ..limits import MAX_LAG
+from ..text.builtin import CORPORA
+from ..version import __version__
+from . import commands
+from .options import (EXIT_USAGE, ArgumentParser, add_device_argument, add_sampling_arguments,
+                      add_train_arguments)
+from .repl import add_repl_arguments
+
+DEFAULT_CORPUS_MB = 4.0
+DEFAULT_LAG = 100
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="chargen", description=(
+        "Train character-level LSTM language models on any text, then sample from them or chat "
+        "with them. Run 'chargen COMMAND --help' for each command's options."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"chargen {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+
+    train = subcommands.add_parser("train", help="train a model on text files (live dashboard)",
+                                   description="Train a model. Checkpoints (best and last), metrics.jsonl "
+                                   "and the token cache go under the run directory.")
+    add_train_arguments(train)
+    train.add_argument("--plain", action="store_true", help="plain log lines instead of the live dashboard")
+
+    sample = subcommands.add_parser("sample", help="generate text from a checkpoint, streamed as it comes",
+                                    description="Generate text. CKPT is a run directory (its best checkpoint) "
+                                    "or a checkpoint file.")
+    sample.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint) or a checkpoint file")
+    sample.add_argument("--prime", default="", help=r"text to start from (printed first); \n is understood")
+    add_sampling_arguments(sample)
+    sample.add_argument("--num-samples", type=int, default=1, help="independent samples, generated together (default: 1)")
+    sample.add_argument("--beam", type=int, default=0, help="beam search of this width instead of sampling (default: 0 = off)")
+    add_device_argument(sample)
+
+    evaluate = subcommands.add_parser("eval", help="loss of a checkpoint on held-out text",
+                                      description="Report the model's loss on text files: nats/char, bits/char, perplexity.")
+    evaluate.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint) or a checkpoint file")
+    evaluate.add_argument("text", nargs="+", help="text files or directories")
+    evaluate.add_argument("--encoding", default="utf-8", help="text encoding of the files (default: utf-8)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device_argument(evaluate)
+
+    info = subcommands.add_parser("info", help="describe a checkpoint",
+                                  description="Show a checkpoint's config, vocabulary, size and training summary.")
+    info.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint) or a checkpoint file")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+
+    repl = subcommands.add_parser("repl", aliases=["chat"], help="chat with a model in the terminal",
+                                  description="Interactive chat: type a prompt, the model's reply streams back. "
+                                  "The model's memory is its recurrent state, carried from turn to turn.")
+    add_repl_arguments(repl)
+
+    corpus = subcommands.add_parser("corpus", help="build a corpus that needs no download",
+                                    description="Write a built-in corpus to a text file. " +
+                                    "; ".join(f"{k}: {v}" for k, v in CORPORA.items()))
+    corpus.add_argument("name", choices=sorted(CORPORA), help="which corpus")
+    corpus.add_argument("-o", "--out", help="output file (default: corpora/<name>.txt)")
+    corpus.add_argument("--max-mb", type=float, default=DEFAULT_CORPUS_MB,
+                        help=f"size cap in MB (default: {DEFAULT_CORPUS_MB:g})")
+    corpus.add_argument("--lag", type=int, default=DEFAULT_LAG,
+                        help=f"long-lag only: distractors between cue and recall, 0 to {MAX_LAG:,} "
+                        f"(default: {DEFAULT_LAG})")
+    return parser
+
+
+COMMANDS = {"train": commands.train, "sample": commands.sample, "eval": commands.evaluate, "info": commands.info,
+            "repl": commands.repl, "chat": commands.repl, "corpus": commands.corpus}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    debug = args.debug or bool(os.environ.get("CHARGEN_DEBUG"))
+    try:
+        return COMMANDS[args.command](args)
+    except ChargenError as exc:
+        if debug:
+            raise
+        print(f"chargen {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (e.g. `chargen sample ... | head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # the environment said no (disk full, permissions): a line, not a trace
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"chargen {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        if debug:
+            raise
+        print(f"chargen {args.command}: error: out of memory; try a smaller model, batch or text",
+              file=sys.stderr)
+        return EXIT_USAGE
