@@ -9,6 +9,7 @@ d loss / d h_t at growing distances from a loss on the last step.
     python bench/long_lag.py                 # the README table (~10 min on 2 CPU cores)
     python bench/long_lag.py --quick         # lags 10,50,100 with fewer steps (~2 min)
     python bench/long_lag.py --cells lstm,rnn --lags 100 --steps 1000
+    python bench/long_lag.py --quick --plot docs/img/vanishing-gradient.png   # the figure too (matplotlib)
 
 A cell written ``lstm:1`` is an LSTM with that forget-gate bias at initialisation; plain ``lstm``
 and ``lstm-peephole`` use ``--forget-bias``. chargen's own default is 1.
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small models: 1 is fastest)")
     parser.add_argument("--quick", action="store_true", help="lags 10,50,100 and 150 steps (~2 min)")
+    parser.add_argument("--plot", metavar="FILE", help="also draw the gradient norms by distance into FILE "
+                        "(.png, .svg or .pdf; needs matplotlib: pip install 'chargen[plot]')")
     args = parser.parse_args(argv)
     if args.quick:
         args.lags, args.steps = "10,50,100", 150
@@ -120,14 +123,40 @@ def main(argv: list[str] | None = None) -> None:
     # The gradient reaching h_t from a loss on the recall at the end of a lag-200 episode.
     x, cues = long_lag_batch(tokenizer, max(DISTANCES), 16, torch.Generator().manual_seed(args.seed + 1))
     tokens = torch.cat([x, cues[:, None]], dim=1)
+    distances = list(range(1, max(DISTANCES) + 1)) if args.plot else list(DISTANCES)  # every one for the figure
+    curves = {}
     for title, source in (("at initialisation", None), (f"after training (lag {lags[-1]} models)", trained)):
         print(f"\n# mean ||d loss / d h_t|| at distance d from the loss, {title}\n")
         print("| cell | " + " | ".join(f"d={d}" for d in DISTANCES) + " |")
         print("|---|" + "---:|" * len(DISTANCES))
         for cell, bias in rows:
             model = make_model(cell, hidden[cell], bias, vocab, args.seed) if source is None else source[cell, bias][1]
-            norms = hidden_grad_norms(model, tokens, list(DISTANCES))
+            norms = hidden_grad_norms(model, tokens, distances)
+            curves.setdefault(title, {})[label(cell, bias)] = norms
             print(f"| {label(cell, bias)} | " + " | ".join(f"{norms[d]:.1e}" for d in DISTANCES) + " |", flush=True)
+    if args.plot:
+        plot_gradients(curves, Path(args.plot))
+        print(f"\nwrote {args.plot}")
+
+
+def plot_gradients(curves: dict[str, dict[str, dict[int, float]]], out: Path) -> None:
+    """One panel per moment (at initialisation, after training): ||d loss / d h_t|| against the
+    distance d, log scale, one line per cell."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=110, layout="constrained")
+    axes = fig.subplots(1, len(curves), sharey=True, squeeze=False)[0]
+    for ax, (title, rows) in zip(axes, curves.items()):
+        for name, norms in rows.items():
+            ax.plot(list(norms), list(norms.values()), label=name, linewidth=1.6)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("distance d from the loss (steps)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("mean ||d loss / d h_t||")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("The vanishing gradient: how much of a loss reaches the state d steps back", fontsize=11)
+    fig.savefig(out)
 
 
 if __name__ == "__main__":

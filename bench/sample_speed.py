@@ -2,6 +2,7 @@
 
     python bench/sample_speed.py                 # 1x256, 2x512, 3x512; about half a minute
     python bench/sample_speed.py --threads 1     # e.g. on a machine shared with other work
+    python bench/sample_speed.py --device cuda   # on a GPU; streams 1, 8, 64 and 256
 
 For each shape it builds one random-weight model (vocab 65, as tinyshakespeare) and times, in
 alternating rounds, (a) the naive loop: ``nn.LSTM`` called once per char at batch 1, then the
@@ -35,8 +36,9 @@ VOCAB = "\n" + string.ascii_letters + " .,;:!?'-&$3"  # 65 symbols, like tinysha
 def naive_chars_per_sec(model: CharLM, length: int, seed: int = 0) -> float:
     """The baseline: what a straightforward sampling loop over nn.LSTM costs per char."""
     embed, lstm, head = model.embed, model.rnn, model.head
-    generator = torch.Generator().manual_seed(seed)
-    token, state = torch.zeros(1, 1, dtype=torch.long), None
+    device = head.weight.device
+    generator = torch.Generator(device).manual_seed(seed)
+    token, state = torch.zeros(1, 1, dtype=torch.long, device=device), None
     started = time.perf_counter()
     for _ in range(length):
         out, state = lstm(embed(token), state)
@@ -61,11 +63,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shapes", default="1x256,2x512,3x512")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--streams", default=None, help="streams sampled together, for the batched figures "
+                        "(cpu: 8; cuda: 1,8,64,256)")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    streams = [int(n) for n in (args.streams or ("8" if device.type == "cpu" else "1,8,64,256")).split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = CharTokenizer(VOCAB)
-    precisions = ["fp32"] + (["bf16"] if bf16_matmul_available() else [])
+    precisions = ["fp32"] + (["bf16"] if device.type == "cpu" and bf16_matmul_available() else [])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bf16 matmul: {bf16_matmul_available()}")
     print(f"{'model':>7} | {'naive chars/s':>13} | "
@@ -74,7 +81,7 @@ def main() -> None:
     for shape in args.shapes.split(","):
         layers, hidden = map(int, shape.split("x"))
         torch.manual_seed(0)
-        model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=layers, hidden=hidden)).eval()
+        model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=layers, hidden=hidden)).to(device).eval()
         # Lengths sized for ~0.3-1 s per run on a 2-core CPU.
         naive_len = max(100, 400_000 // (layers * hidden))
         fast_len = 5 * naive_len
@@ -92,13 +99,13 @@ def main() -> None:
         print(f"{shape:>7} | {base:13,.0f} | {cells} | {auto_sampling_precision(model)}")
 
     torch.manual_seed(0)
-    model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, hidden=512)).eval()
-    streams = 8
+    model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, hidden=512)).to(device).eval()
     one = statistics.median(chargen_chars_per_sec(model, tokenizer, 400, "auto") for _ in range(args.rounds))
-    many = statistics.median(chargen_chars_per_sec(model, tokenizer, 400, "auto", streams=streams)
-                             for _ in range(args.rounds))
-    print(f"2x512 batched, {auto_sampling_precision(model)}: 1 stream {one:,.0f} chars/s, {streams} streams {many:,.0f} chars/s "
-          f"in total ({many / one:.2f}x)")
+    for n in streams:
+        many = statistics.median(chargen_chars_per_sec(model, tokenizer, 400, "auto", streams=n)
+                                 for _ in range(args.rounds))
+        print(f"2x512 batched, {auto_sampling_precision(model)}: {n} streams {many:,.0f} chars/s in total "
+              f"({many / one:.2f}x one stream's {one:,.0f})")
 
     prime = "".join(VOCAB[i] for i in torch.randint(len(VOCAB), (100_000,)).tolist())
     times = []

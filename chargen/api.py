@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,16 +18,41 @@ from .devices import pick_device
 from .errors import check_known_chars
 from .evaluation import EvalResult, evaluate
 from .generation.beam import beam_search
-from .generation.sampler import Sampler
+from .generation.defaults import read_defaults
+from .generation.sampler import Sampler, make_seed
 from .generation.settings import SamplingSettings
+from .generation.streams import StreamOutcome
+from .text.unknown import clean_text
+
+
+@dataclass
+class Sample:
+    """One generated text and how it came about (what ``chargen sample --jsonl`` prints)."""
+
+    text: str
+    prompt: str
+    settings: SamplingSettings  # the seed actually used included
+    outcome: StreamOutcome
+    index: int = 0  # which of the samples generated together
 
 
 class TrainedModel:
     """A loaded checkpoint, ready to generate text."""
 
-    def __init__(self, checkpoint: Checkpoint):
+    def __init__(self, checkpoint: Checkpoint, defaults: SamplingSettings | None = None):
         self.checkpoint = checkpoint
         self.model, self.tokenizer = checkpoint.model, checkpoint.tokenizer
+        # Where every call's settings start: the run's generation.toml, if it has one.
+        self.defaults = defaults or SamplingSettings()
+
+    def settings(self, **settings) -> SamplingSettings:
+        """Validated settings: ``self.defaults`` with ``settings`` (our names or Hugging Face's) on top."""
+        return SamplingSettings.from_kwargs(self.defaults, **settings).validate()
+
+    def clean(self, prompt: str, unknown: str = "error") -> str:
+        """``prompt`` with characters the model never saw refused (``error``), dropped (``skip``) or
+        mapped to the closest known ones (``replace``)."""
+        return clean_text(prompt, self.tokenizer, unknown, "the text")[0]
 
     @property
     def config(self):
@@ -40,6 +66,11 @@ class TrainedModel:
     def path(self) -> Path:
         return self.checkpoint.path
 
+    @property
+    def device(self):
+        """The torch device the weights are on."""
+        return next(self.model.parameters()).device
+
     def describe(self) -> str:
         """One line: shape, vocabulary and size, e.g. ``2x512 lstm, char vocab 65, 3,325,505 parameters``."""
         return (f"{self.config.shape()}, {self.tokenizer.kind} vocab {self.tokenizer.vocab_size}, "
@@ -49,28 +80,51 @@ class TrainedModel:
         """A stateful generator: ``feed`` text, ``stream`` replies; state carries across calls."""
         return Sampler(self.model, self.tokenizer, batch_size=num_streams)
 
-    def stream(self, prompt: str = "", **settings) -> Iterator[str]:
+    def stream(self, prompt: str = "", unknown: str = "error", **settings) -> Iterator[str]:
         """Yield the continuation of ``prompt`` piece by piece as it is generated.
 
-        Settings are ``SamplingSettings`` fields: temp, top_k, top_p, length, stop, seed.
+        Settings are ``SamplingSettings`` fields (temp, top_k, top_p, length, stop, seed,
+        repetition_penalty, no_repeat_ngram, repeat_window, min_length, max_time) or their Hugging
+        Face names (temperature, max_new_tokens, stop_strings, ...: ``settings.HF_NAMES``).
+        ``unknown`` says what to do with characters the model never saw: error, skip or replace.
         """
+        options = self.settings(**settings)
         sampler = self.sampler()
-        sampler.feed(prompt)
-        yield from sampler.stream(SamplingSettings(**settings))
+        sampler.feed(self.clean(prompt, unknown))
+        yield from sampler.stream(options)
 
-    def generate(self, prompt: str = "", num_samples: int = 1, beam: int = 0, **settings) -> str | list[str]:
+    def generate(self, prompt: str = "", num_samples: int = 1, beam: int = 0, unknown: str = "error",
+                 **settings) -> str | list[str]:
         """The continuation of ``prompt`` (without the prompt itself).
 
         ``num_samples > 1`` returns a list, generated together in one batch. ``beam > 0`` runs
         beam search of that width instead of sampling (temp/top-k/top-p/seed do not apply).
         """
-        options = SamplingSettings(**settings).validate()
+        options = self.settings(**settings)
+        prompt = self.clean(prompt, unknown)
         if beam:
             return beam_search(self.model, self.tokenizer, prompt, beam, options.length, options.stop)
         sampler = self.sampler(num_samples)
         sampler.feed(prompt)
         texts = sampler.generate(options)
         return texts if num_samples > 1 else texts[0]
+
+    def samples(self, prompt: str = "", num_samples: int = 1, unknown: str = "error", **settings) -> Iterator[Sample]:
+        """Generate ``num_samples`` texts together and yield each as it finishes, with its outcome:
+        tokens, mean nats/char under the model, stop reason, and the seed actually used."""
+        options = self.settings(**settings)
+        if options.seed is None:  # a seed of our own, reported, so any sample can be made again
+            options = SamplingSettings.from_kwargs(options, seed=make_seed())
+        prompt = self.clean(prompt, unknown)
+        sampler = self.sampler(num_samples)
+        sampler.feed(prompt)
+        texts, done = [""] * num_samples, set()
+        for pieces in sampler.stream_batch(options, score=True):
+            texts = [t + p for t, p in zip(texts, pieces)]
+            for i, outcome in enumerate(sampler.outcomes):
+                if outcome.stop_reason is not None and i not in done:
+                    done.add(i)
+                    yield Sample(texts[i], prompt, options, outcome, i)
 
     def evaluate(self, text: str, what: str = "the text") -> EvalResult:
         """Loss of the model on ``text``: nats and bits per character, perplexity."""
@@ -87,8 +141,10 @@ class TrainedModel:
 
 
 def load(path: str | os.PathLike, device: str = "cpu") -> TrainedModel:
-    """Load a checkpoint file or run directory (its best checkpoint) for generation."""
-    return TrainedModel(load_checkpoint(path, device=pick_device(device)))
+    """Load a checkpoint file or run directory (its best checkpoint) for generation; its run's
+    ``generation.toml``, if any, gives the default settings."""
+    checkpoint = load_checkpoint(path, device=pick_device(device))
+    return TrainedModel(checkpoint, SamplingSettings(**read_defaults(checkpoint.path)))
 
 
 def train(corpus=None, **options):
@@ -102,4 +158,4 @@ def train(corpus=None, **options):
     return run_training(corpus, **options)
 
 
-__all__ = ["TrainedModel", "load", "train", "SamplingSettings"]
+__all__ = ["TrainedModel", "Sample", "load", "train", "SamplingSettings"]

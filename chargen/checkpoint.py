@@ -26,6 +26,7 @@ from .errors import ChargenError
 from .fileio import atomic_write_bytes
 from .limits import MAX_DROPOUT, MAX_HIDDEN, MAX_LAYERS, MAX_PARAMETERS, MAX_VOCAB_SIZE
 from .model import CELLS, CharLM, ModelConfig
+from .pretrained import available_names, resolve_name
 from .text.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
@@ -51,22 +52,29 @@ class Checkpoint:
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory's best (else last) checkpoint."""
-    path = Path(path)
+    path = resolve_name(path)  # a built-in model's name, unless a file or directory of that name exists
     if path.is_dir():
         for name in (BEST_NAME, LAST_NAME):
             if (path / name).is_file():
                 return path / name
         raise ChargenError(f"{path}: no checkpoint in this directory (expected {BEST_NAME} or {LAST_NAME})")
     if not path.exists():
-        raise ChargenError(f"{path}: no such checkpoint file or run directory")
+        names = available_names()
+        known = (f", run directory or built-in model ({', '.join(names)}; see chargen models)" if names
+                 else " or run directory")
+        raise ChargenError(f"{path}: no such checkpoint file{known}")
     return path
 
 
 def save_checkpoint(path: str | os.PathLike, model: CharLM, tokenizer: Tokenizer, summary: dict,
-                    training_state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write a checkpoint atomically: a crash at any moment leaves the old file or the new one."""
+                    training_state: dict[str, torch.Tensor] | None = None,
+                    weights_dtype: torch.dtype | None = None) -> None:
+    """Write a checkpoint atomically: a crash at any moment leaves the old file or the new one.
+
+    ``weights_dtype`` (e.g. bf16) stores the weights narrower; loading turns them back to fp32."""
     path = Path(path)
-    tensors = {f"model.{name}": t for name, t in _state_dict_untied(model).items()}
+    tensors = {f"model.{name}": t if weights_dtype is None else t.to(weights_dtype)
+               for name, t in _state_dict_untied(model).items()}
     for name, tensor in (training_state or {}).items():
         tensors[name] = tensor
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -79,6 +87,16 @@ def save_checkpoint(path: str | os.PathLike, model: CharLM, tokenizer: Tokenizer
     }
     data = safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(metadata)})
     atomic_write_bytes(path, data)
+
+
+def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike,
+                      weights_dtype: torch.dtype = torch.bfloat16) -> Checkpoint:
+    """Write the weights of ``source`` (a checkpoint or run directory's best) to ``target``, compact:
+    no training state, weights in ``weights_dtype``. What ships as a built-in model."""
+    checkpoint = load_checkpoint(source)
+    save_checkpoint(target, checkpoint.model, checkpoint.tokenizer, checkpoint.summary,
+                    weights_dtype=weights_dtype)
+    return checkpoint
 
 
 def _state_dict_untied(model: CharLM) -> dict[str, torch.Tensor]:

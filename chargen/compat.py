@@ -137,3 +137,23 @@ def count_spacing_marks_as_one_column(utils_module) -> bool:
     utils_module.wcwidth = width
     cache.clear()  # widths measured before the change
     return True
+
+
+# ---- torch: the optimizer's found-inf input ------------------------------------------------
+
+def optimizer_skips_on_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step()`` honours :func:`set_found_inf`: torch's fused Adam/AdamW.
+
+    Why: ``GradScaler`` skips a step with an inf gradient by handing the fused kernel a found-inf
+    flag through the optimizer's ``found_inf`` attribute, all on the device, so the host never
+    waits to learn whether to step. That protocol is torch's internal one. Guard: any other
+    optimizer (or one not fused) answers False, and the caller checks on the host instead.
+    """
+    return (isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW))
+            and bool(optimizer.defaults.get("fused")))
+
+
+def set_found_inf(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+    """The next ``optimizer.step()`` leaves weights and moments as they are where ``found_inf``
+    is 1 (a float tensor of one element on the parameters' device), and applies where it is 0."""
+    optimizer.found_inf = found_inf

@@ -40,6 +40,13 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on ``device``; to a GPU through pinned memory, so that the copy does not block."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
     """``auto`` uses bf16 autocast where the hardware computes bf16 natively, fp32 elsewhere.
 

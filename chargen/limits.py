@@ -27,9 +27,28 @@ MAX_PREVIEW_LENGTH = 10_000
 MAX_LENGTH = 10_000_000  # tokens per sample or reply; more is a typo (and hours of CPU)
 MAX_NUM_SAMPLES = 10_000
 MAX_BEAM = 1000
+MAX_REPETITION_PENALTY = 100.0  # a penalty of 100 already bans every seen token in practice
+MAX_NGRAM = 1000
+MAX_TEMPS = 100  # temperatures in one --temp list
+# chargen serve: what one HTTP request may ask for, and how much the server takes on at once.
+SERVE_MAX_PROMPT_CHARS = 32_000   # a longer prompt is refused (400); only the last 2048 tokens count anyway
+SERVE_MAX_TOKENS = 4096           # max_tokens per completion
+SERVE_MAX_N = 16                  # completions per request
+SERVE_MAX_BEAM = 16               # beam width per request
+SERVE_MAX_TEMPERATURE = 2.0       # OpenAI's range for temperature: [0, 2]
+SERVE_MAX_STOPS = 4               # stop strings per request, as OpenAI allows
+SERVE_MAX_BODY_BYTES = 1 << 20    # a request body over a MiB is refused (413)
+SERVE_BATCH_ROWS = 64             # streams stepped together; more requests wait in the queue
+SERVE_QUEUE_SIZE = 64             # requests waiting for a row; past that: 503 with Retry-After
+SERVE_REQUEST_SECONDS = 300.0     # a completion is cut (finish_reason "length") after this long
+SERVE_SHUTDOWN_SECONDS = 10.0     # on SIGTERM, in-flight streams get this long to finish, then are cut
 # Corpora.
 MAX_CORPUS_MB = 1_000_000  # a terabyte: more is a typo
 MAX_LAG = 100_000  # the long-lag corpus's distractors between cue and recall
+# chargen viz: the text it shows, and the page's size (its activations are cut to fit).
+MAX_VIZ_CHARS = 50_000  # one element per character: more makes the page slow in a browser
+VIZ_DEFAULT_MB = 8.0
+MAX_VIZ_MB = 1000.0
 
 # torch seeds are 64-bit, signed or not.
 SEED_RANGE = (-(1 << 63), 1 << 64)

@@ -20,5 +20,6 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     pip install --retries 1 --timeout 20 --extra-index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
   fi
 fi
-pip install -e ".[test]"
+pip install -e ".[test,all]"
+bash "$(dirname "$0")/install-browser.sh"
 echo "setup: done ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -20,9 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from chargen.checkpoint import BEST_NAME, LAST_NAME, METADATA_KEY
-from chargen.cli import main
-
-from .conftest import make_text
+from chargen.pretrained import available_names
+from chargen.ui.cli import main
+from tests.conftest import make_text
 
 TRAIN = ["--layers", "1", "--hidden", "32", "--seq-len", "16", "--batch-size", "8", "--max-steps", "3",
          "--device", "cpu", "--plain", "--preview-length", "0"]
@@ -121,7 +121,9 @@ def files(tiny_run, tmp_path_factory) -> dict[str, Path]:
     f["bad_cell"] = t("bad_cell", meta_edit=_set("model.cell", "transformer"))
     f["nan_dropout"] = t("nan_dropout", meta_edit=_set("model.dropout", float("nan")))
     f["shape_mismatch"] = t("shape_mismatch", meta_edit=_set("model.hidden", 64))
-    f["absurd_size"] = t("absurd_size", meta_edit=_set("model.hidden", 60000))
+    f["huge_hidden"] = t("huge_hidden", meta_edit=_set("model.hidden", 60000))
+    f["absurd_size"] = t("absurd_size", meta_edit=lambda m: m["model"].update(hidden=16384, layers=64))
+    f["dropout_one"] = t("dropout_one", meta_edit=_set("model.dropout", 1.0))
     f["vocab_mismatch"] = t("vocab_mismatch", meta_edit=_set("tokenizer.chars", "abc"))
     f["dup_chars"] = t("dup_chars", meta_edit=_set("tokenizer.chars", "a" * 28))
     f["bad_tok_kind"] = t("bad_tok_kind", meta_edit=_set("tokenizer.kind", "wordpiece"))
@@ -156,6 +158,10 @@ def files(tiny_run, tmp_path_factory) -> dict[str, Path]:
     shutil.copy(tiny_run / BEST_NAME, d / "runs" / "only_best" / BEST_NAME)
     return f
 
+
+# A missing checkpoint's message names the built-in models, when any is installed.
+NO_SUCH_CHECKPOINT = (f"no such checkpoint file, run directory or built-in model ({', '.join(available_names())}; "
+                      "see chargen models)" if available_names() else "no such checkpoint file or run directory")
 
 # (id, argv, what the one line must say). Placeholders: {run} tiny trained run, {dir} the bad
 # files' folder, {ck} the checkpoints folder, {good} a good corpus, {runs} tampered runs.
@@ -262,7 +268,7 @@ CASES = [
     ("model too big for memory", "train {good} --layers 64 --hidden 16384", "GB to train, but this cpu has"),
     ("--init-from garbage", "train {good} --init-from {ck}/text.safetensors", "text.safetensors: not a chargen checkpoint"),
     # -- --resume
-    ("resume nothing", "train --resume {dir}/nope", "nope: no such checkpoint file or run directory"),
+    ("resume nothing", "train --resume {dir}/nope", f"nope: {NO_SUCH_CHECKPOINT}"),
     ("resume a dir without last", "train --resume {runs}/only_best", "no last.safetensors in this directory"),
     ("resume an empty run dir", "train --resume {dir}/empty_dir", "no last.safetensors in this directory"),
     ("resume a file that is no checkpoint", "train --resume {good}", "good.txt: not a chargen checkpoint"),
@@ -284,7 +290,7 @@ CASES = [
     ("resume, param groups", "train --resume {runs}/groups", "optimizer settings do not match the model"),
     ("resume, no optimizer", "train --resume {runs}/no_optim", "has no optimizer state"),
     # -- checkpoints, through sample (info and eval share the loader)
-    ("missing checkpoint", "sample {dir}/nope.safetensors", "nope.safetensors: no such checkpoint file or run directory"),
+    ("missing checkpoint", "sample {dir}/nope.safetensors", f"nope.safetensors: {NO_SUCH_CHECKPOINT}"),
     ("dir without checkpoint", "sample {dir}/empty_dir", "no checkpoint in this directory"),
     ("checkpoint name is a directory", "sample {runs}/ckpt_is_dir/last.safetensors", "last.safetensors: no checkpoint in this directory"),
     ("truncated checkpoint", "sample {ck}/truncated.safetensors", "truncated.safetensors: checkpoint is corrupt or truncated"),
@@ -310,6 +316,8 @@ CASES = [
     ("unknown cell", "info {ck}/bad_cell.safetensors", "model config 'cell' is 'transformer', expected one of"),
     ("NaN dropout", "info {ck}/nan_dropout.safetensors", "model config 'dropout' is nan"),
     ("shapes disagree with config", "sample {ck}/shape_mismatch.safetensors", "has shape [28, 32] but the config implies [28, 64]"),
+    ("hidden over the bound", "info {ck}/huge_hidden.safetensors", "model config 'hidden' is 60000, expected int in [1, 16384]"),
+    ("dropout of 1", "info {ck}/dropout_one.safetensors", "model config 'dropout' is 1.0, expected a number in [0, 1.0)"),
     ("absurd size", "info {ck}/absurd_size.safetensors", "refusing absurd sizes"),
     ("tokenizer/model vocab differ", "info {ck}/vocab_mismatch.safetensors", "tokenizer has 3 symbols but the model expects 28"),
     ("duplicate vocab chars", "info {ck}/dup_chars.safetensors", "vocabulary must be distinct single characters"),
@@ -348,7 +356,7 @@ CASES = [
         ("beam", "1000000000", "--beam 1000000000: must be between 0 (off) and 1000"),
         ("seed", "100000000000000000000000", "--seed 100000000000000000000000: must be a whole number that fits in 64 bits"),
         ("seed", "1.5", "argument --seed: invalid int value"),
-        ("stop", "''", "--stop: the stop string must not be empty"),
+        ("stop", "''", "--stop: a stop string must not be empty"),
         ("device", "tpu", "--device tpu: choose auto, cpu, cuda or mps"),
     ]],
     # -- repl: the same settings, checked before the model loads
@@ -412,8 +420,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(files, capsys, monkeypatch, name
     argv = _argv(template, files)
     if name == "unreadable corpus" and os.geteuid() == 0:
         # root reads anything: make the permission check fail the way it does for users
-        import chargen.data
-        monkeypatch.setattr(chargen.data.os, "access", lambda path, mode: "unreadable" not in str(path))
+        from chargen.text import files as files_module
+        monkeypatch.setattr(files_module.os, "access", lambda path, mode: "unreadable" not in str(path))
     monkeypatch.chdir(files["dir"])  # any default run directory lands in the scratch folder
     before = _tree_digest(files["run"])
     code, out, err = run_cli(argv, capsys)

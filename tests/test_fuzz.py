@@ -27,10 +27,8 @@ from safetensors.torch import save as safetensors_bytes
 from chargen.checkpoint import METADATA_KEY, Checkpoint, load_checkpoint, save_checkpoint
 from chargen.errors import ChargenError
 from chargen.model import CharLM, ModelConfig
-from chargen.tokenizers import (ByteTokenizer, CharTokenizer, SentencePieceTokenizer,
-                                tokenizer_from_dict)
-
-from .conftest import make_text
+from chargen.text.tokenizers import ByteTokenizer, CharTokenizer, SentencePieceTokenizer, tokenizer_from_dict
+from tests.conftest import make_text
 
 EXAMPLES = int(os.environ.get("CHARGEN_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,

@@ -14,14 +14,13 @@ import torch
 import chargen
 from chargen.checkpoint import load_checkpoint
 from chargen.model import CharLM, ModelConfig
-from chargen.sampling import Sampler, SamplingSettings
-from chargen.train import RunStarted, StepDone, TrainConfig, Trainer, TrainingInterrupted
-
-from .conftest import TINY_OPTIONS
-from .test_engine import TOKENIZER, random_model
+from chargen.generation.sampler import Sampler
+from chargen.generation.settings import SamplingSettings
+from chargen.training import RunStarted, StepDone, TrainConfig, Trainer, TrainingInterrupted
+from tests.conftest import TINY_OPTIONS, TOKENIZER, random_model
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here"),
-              # cuDNN would be copying the weights at every call (chargen.model's flatten_parameters)
+              # cuDNN would be copying the weights at every call (chargen.model.layers' flatten_parameters)
               pytest.mark.filterwarnings("error:RNN module weights are not part of single contiguous")]
 
 # Two layers, so the skip connections' per-layer path runs too; the CPU-only options left out.
@@ -101,6 +100,7 @@ def test_cli_trains_and_samples_on_cuda(tiny_corpus, tmp_path, cli):
         code, text, err = cli("sample", run, "--device", device, "--prime", "the ", "--length", "40", "--seed", "1")
         assert code == 0, err
         assert text.startswith("the ") and len(text) == 4 + 40 + 1
+        assert set(text) <= set(load_checkpoint(run).tokenizer.chars)  # the vocabulary's characters only
 
 
 def test_resume_on_cuda_restores_the_gpu_generator(tiny_corpus, tmp_path):
@@ -127,6 +127,7 @@ def test_auto_shape_probes_widths_on_cuda(tiny_corpus, tmp_path):
     plan = started.shape_plan
     assert plan and plan["hidden"] == started.model_config.hidden
     assert all(speed > 0 for speed in plan["tokens_per_second"].values())
+    assert str(plan["hidden"]) in plan["tokens_per_second"]  # the width chosen was one of those timed
 
 
 def test_compiled_training_on_cuda_learns(tiny_corpus, tmp_path):

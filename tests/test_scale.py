@@ -1,34 +1,24 @@
-"""Big corpora: streaming vocabulary, content-keyed token cache, many files, bounded evaluation."""
+"""Big corpora: a content-keyed token cache, many files, bounded evaluation shared between ranks."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from chargen import data
-from chargen.data import load_corpus
+from chargen import evaluation
+from chargen.evaluation import evaluate
 from chargen.model import CharLM, ModelConfig
-from chargen.tokenizers import CharTokenizer
-from chargen.evaluate import evaluate
+from chargen.text import corpus as corpus_module
+from chargen.text.corpus import load_corpus
+from chargen.text.files import DOCUMENT_SEPARATOR
+from chargen.text.tokenizers import CharTokenizer
 
 MIXED = "Hello, мир! नमस्ते दुनिया — مرحبا بالعالم 你好世界 안녕 😀🚀 naïve café\r\n" * 50
-
-
-def test_streaming_vocabulary_is_the_set_of_characters_in_code_point_order():
-    chunks = [MIXED[i:i + 37] for i in range(0, len(MIXED), 37)]
-    tokenizer = CharTokenizer.train(chunks)
-    assert tokenizer.chars == sorted(set(MIXED))
-    ids = tokenizer.encode(MIXED)
-    assert tokenizer.decode(ids) == MIXED
-    assert ids.max() == len(tokenizer.chars) - 1 == ids[MIXED.index("🚀")]  # the highest code point
 
 
 def test_cache_is_keyed_by_content_not_by_path_or_time(tmp_path, monkeypatch):
@@ -40,7 +30,7 @@ def test_cache_is_keyed_by_content_not_by_path_or_time(tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("the corpus was encoded again")
 
-    monkeypatch.setattr(data, "iter_text", no_reading)
+    monkeypatch.setattr(corpus_module, "iter_text", no_reading)
     os.utime(corpus, ns=(1, 1))  # touched: the stat index misses, the content hash still hits
     copy = tmp_path / "elsewhere" / "b.txt"
     copy.parent.mkdir()
@@ -64,7 +54,7 @@ def test_a_directory_of_many_files_is_joined_with_a_separator(tmp_path):
         path.write_text(texts[-1][1], encoding="utf-8")
     corpus = load_corpus([tmp_path / "docs"], cache_dir=tmp_path / "cache")
     assert len(corpus.files) == 1500
-    expected = data.DOCUMENT_SEPARATOR.join(text for _, text in sorted(texts))
+    expected = DOCUMENT_SEPARATOR.join(text for _, text in sorted(texts))
     assert corpus.tokenizer.decode(corpus.tokens) == expected
 
 
@@ -80,7 +70,7 @@ def test_evaluation_in_groups_of_streams_gives_the_same_figure(monkeypatch):
     tokenizer = CharTokenizer([chr(65 + i) for i in range(50)])
     whole = evaluate(model, tokens, tokenizer, stream_len=300, burn_in=50)
     # 3 streams at a time
-    monkeypatch.setattr(sys.modules["chargen.evaluate"], "LOGITS_PER_GROUP", 256 * 50 * 3)
+    monkeypatch.setattr(evaluation, "LOGITS_PER_GROUP", 256 * 50 * 3)
     grouped = evaluate(model, tokens, tokenizer, stream_len=300, burn_in=50)
     assert grouped.tokens == whole.tokens == len(tokens) - 1
     assert grouped.nats_per_token == pytest.approx(whole.nats_per_token, rel=1e-6)
@@ -111,18 +101,3 @@ def test_evaluation_shares_streams_between_ranks():
     assert sum(p.tokens for p in parts) == full.tokens
     nats = sum(p.nats_per_token * p.tokens for p in parts)
     assert nats == pytest.approx(full.nats_per_token * full.tokens, rel=1e-6)
-
-
-def test_bench_generates_mixed_script_utf8_of_the_requested_size(tmp_path):
-    spec = importlib.util.spec_from_file_location("big_corpus", Path(__file__).parents[1] / "bench" / "big_corpus.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    path, size = bench.write_corpus(tmp_path, 0.3, files=0)
-    text = path.read_text(encoding="utf-8")
-    assert len(path.read_bytes()) == size and 300_000 <= size < 301_000
-    for script in ("latin", "cyrillic", "devanagari", "arabic", "cjk", "emoji"):
-        assert any(c in text for c in bench.SCRIPTS[script]), script
-    many = tmp_path / "many"
-    many.mkdir()
-    folder, _ = bench.write_corpus(many, 0.05, files=40)
-    assert len(list(folder.rglob("*.txt"))) == 40

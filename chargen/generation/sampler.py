@@ -8,7 +8,8 @@ batch of independent streams so that ``--num-samples N`` runs them together.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 import torch
 
@@ -17,8 +18,9 @@ from ..model import CharLM, State, map_state
 from ..model.engine import StepEngine, auto_sampling_precision
 from ..compat import bf16_matmul_available
 from ..text.tokenizers import Tokenizer
+from .controls import RepeatHistory
 from .settings import SamplingSettings
-from .stops import StopFilter
+from .streams import StreamOutcome, StreamTracker
 
 # Feeding text: at most this many of its last tokens are run (see Sampler.feed_ids), in chunks
 # of FEED_CHUNK tokens.
@@ -31,6 +33,17 @@ def pick_tokens(logits: torch.Tensor, settings: SamplingSettings,
     """Choose one token per row of ``logits`` [batch, vocab] under temp / top-k / top-p."""
     if settings.temp == 0:
         return logits.argmax(dim=-1)
+    probs = sampling_probs(logits, settings)
+    # What torch.multinomial(probs, 1) does inside (argmax of probs over Exp(1) noise: the
+    # Gumbel-max trick), same draws and same picks, without its per-call validity checks: those
+    # are most of the cost of picking a token at batch 1.
+    noise = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / noise).argmax(dim=-1)
+
+
+def sampling_probs(logits: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
+    """The distribution ``pick_tokens`` draws each row's token from (temp > 0), row by row: so
+    rows of many requests with the same settings can share one call (chargen serve)."""
     logits = logits.float() / settings.temp
     if 0 < settings.top_k < logits.size(-1):
         kth_best = torch.topk(logits, settings.top_k, dim=-1).values[:, -1:]
@@ -42,12 +55,7 @@ def pick_tokens(logits: torch.Tensor, settings: SamplingSettings,
         drop_sorted = (probs.cumsum(dim=-1) - probs) >= settings.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    # What torch.multinomial(probs, 1) does inside (argmax of probs over Exp(1) noise: the
-    # Gumbel-max trick), same draws and same picks, without its per-call validity checks: those
-    # are most of the cost of picking a token at batch 1.
-    noise = torch.empty_like(probs).exponential_(1, generator=generator)
-    return (probs / noise).argmax(dim=-1)
+    return torch.softmax(logits, dim=-1)
 
 
 class Sampler:
@@ -72,6 +80,7 @@ class Sampler:
         self.precision, self.fast = precision, fast
         self._engine: StepEngine | None = None
         self._live: StepEngine | None = None  # the engine holding the current state, if any
+        self.outcomes: list[StreamOutcome] = []  # how each stream of the last stream_batch ended
         self.reset()
 
     def reset(self) -> None:
@@ -174,27 +183,41 @@ class Sampler:
             start = int(torch.randint(self.tokenizer.vocab_size, (1,), generator=generator))
         self.feed_ids(torch.tensor([start], device=self.device))
 
-    def stream_batch(self, settings: SamplingSettings) -> Iterator[list[str]]:
-        """Yield, per generated token, the new text of every stream ('' once a stream stopped)."""
+    def stream_batch(self, settings: SamplingSettings, score: bool = False,
+                     clock: Callable[[], float] = time.monotonic) -> Iterator[list[str]]:
+        """Yield, per generated token, the new text of every stream ('' once a stream stopped).
+
+        ``self.outcomes`` says, per stream, how many tokens it took and why it ended; with
+        ``score`` also the nats of each chosen token under the model, from the logits at hand.
+        """
         # No @torch.inference_mode() here: on a generator it is re-entered at every token, which
         # costs more than a fast step. Feeding and plain steps enter it themselves; the engine
         # works on its own tensors, none of which requires grad.
         settings.validate()
         generator = make_generator(settings.seed)
         self.start_if_empty(generator)
-        decoders = [self.tokenizer.decoder() for _ in range(self.batch_size)]
-        filters = [StopFilter(settings.stop) for _ in range(self.batch_size)]
+        tracker = StreamTracker(self.tokenizer, self.batch_size, settings, clock)
+        self.outcomes = tracker.outcomes
+        # The controls run only when asked for: the plain path stays as fast as it was.
+        history = RepeatHistory(settings, self.batch_size, self.tokenizer.vocab_size) if settings.controls_on else None
         engine = self._fast_engine()
+        timed = settings.max_time is not None
         for _ in range(settings.length):
-            if all(f.stopped for f in filters):
+            if not tracker.live:
                 return
-            token = pick_tokens(self.next_logits.cpu(), settings, generator)
+            if timed and tracker.out_of_time():
+                yield tracker.finish("time")
+                return
+            logits = self.next_logits.cpu()
+            token = pick_tokens(history.adjust(logits) if history else logits, settings, generator)
+            if score:
+                tracker.score(logits, token)
             self.next_logits = self._step(token.to(self.device), engine)
-            pieces = []
-            for i, (f, tok) in enumerate(zip(filters, token.tolist())):
-                pieces.append("" if f.stopped else f.push(decoders[i].feed(tok)))
-            yield pieces
-        yield ["" if f.stopped else f.flush() for f in filters]
+            chosen = token.tolist()
+            if history:
+                history.push(chosen)
+            yield tracker.push(chosen)
+        yield tracker.finish("length")
 
     def stream(self, settings: SamplingSettings) -> Iterator[str]:
         """Yield the continuation of a single stream as text pieces, as they are generated."""
@@ -210,8 +233,13 @@ class Sampler:
         return texts
 
 
+def make_seed() -> int:
+    """A fresh random seed from the OS (63 bits: it fits every seed option)."""
+    return int.from_bytes(os.urandom(8), "little") >> 1
+
+
 def make_generator(seed: int | None) -> torch.Generator:
     """A CPU RNG for sampling: seeded for reproducible text, else from the OS."""
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+    generator.manual_seed(seed if seed is not None else make_seed())
     return generator

@@ -1,31 +1,54 @@
-"""Stop strings: stream text out while holding back what may be the start of the stop string."""
+"""Stop strings: stream text out while holding back what may be the start of a stop string."""
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 class StopFilter:
-    """Streams text but holds back what might be the start of the stop string."""
+    """Streams text but holds back what might be the start of a stop string.
 
-    def __init__(self, stop: str | None):
-        self.stop, self.pending, self.stopped = stop, "", False
+    ``stop`` is one string, several, or None. The first stop string to appear in the text wins
+    (at the same place, the one listed first); ``stopped_by`` says which. ``push(text, armed=False)``
+    passes text through without looking for stops: what ``--min-length`` asks before its count.
+    """
 
-    def push(self, text: str) -> str:
-        if not self.stop:
+    def __init__(self, stop: str | Iterable[str] | None):
+        stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+        self.stops = tuple(s for s in stops if s)
+        self.pending, self.stopped, self.stopped_by = "", False, None
+        self._longest = max(map(len, self.stops), default=0)
+
+    def push(self, text: str, armed: bool = True) -> str:
+        if not self.stops:
             return text
         self.pending += text
-        hit = self.pending.find(self.stop)
-        if hit >= 0:
-            self.stopped = True
-            out, self.pending = self.pending[:hit], ""
-            return out
-        keep = 0  # longest suffix of pending that is a prefix of stop
-        for size in range(min(len(self.stop) - 1, len(self.pending)), 0, -1):
-            if self.stop.startswith(self.pending[-size:]):
-                keep = size
-                break
+        if armed:
+            hit, which = self._first_hit()
+            if which is not None:
+                self.stopped, self.stopped_by = True, which
+                out, self.pending = self.pending[:hit], ""
+                return out
+        keep = self._held_suffix()
         out = self.pending[:len(self.pending) - keep]
         self.pending = self.pending[len(self.pending) - keep:]
         return out
+
+    def _first_hit(self) -> tuple[int, str | None]:
+        best, which = len(self.pending) + 1, None
+        for stop in self.stops:
+            hit = self.pending.find(stop)
+            if 0 <= hit < best:
+                best, which = hit, stop
+        return best, which
+
+    def _held_suffix(self) -> int:
+        """The longest suffix of pending that is the start of some stop string (it may complete)."""
+        for size in range(min(self._longest - 1, len(self.pending)), 0, -1):
+            tail = self.pending[-size:]
+            if any(stop.startswith(tail) for stop in self.stops):
+                return size
+        return 0
 
     def flush(self) -> str:
         out, self.pending = self.pending, ""

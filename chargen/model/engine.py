@@ -147,6 +147,10 @@ class StepEngine:
             self.head = _Linear(head_weight.float(), model.head.bias.float(), "fp32")
         self.vocab_size = self.table.size(0)
         self.batch = 0
+        # Called as observer(layer, {"i", "f", "o", "g", "c", "h": [batch, hidden] views}) after each
+        # layer's step: chargen.model.inspect reads the gates here instead of recomputing them. The
+        # views are overwritten by the next layer and step, so an observer copies what it keeps.
+        self.observer = None
 
     @staticmethod
     def _fingerprint(model: CharLM) -> tuple:
@@ -204,6 +208,8 @@ class StepEngine:
             c.mul_(self.f).addcmul_(self.i, self.g)
             torch.tanh(c, out=tmp)
             torch.mul(self.o, tmp, out=h)  # overwrites the old h, which the product above consumed
+            if self.observer is not None:
+                self.observer(l, {"i": self.i, "f": self.f, "o": self.o, "g": self.g, "c": c, "h": h})
         logits = torch.empty(self.batch, self.vocab_size, device=self.device)
         self.head.into(logits, self.hs if self.head_reads_all else self.h[-1])
         return logits

@@ -92,13 +92,16 @@ def file_digests(files: list[Path], index_path: Path) -> list[str]:
         index[name], changed = identity + [digest], True
         digests.append(digest)
     if changed:
+        tmp = index_path.with_suffix(f".tmp{os.getpid()}")
         try:  # best effort: without the index the next start hashes again, nothing worse
             index_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = index_path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(index))
             os.replace(tmp, index_path)
         except OSError:
-            pass
+            try:  # a full disk: no half-written temp file left behind
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
     return digests
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 from .config import TrainConfig
 from .events import (AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone,
                      TrainingAborted, TrainingInterrupted)
+from .rundir import read_metrics
 from .trainer import Trainer
 
 
@@ -25,4 +26,4 @@ def train(corpus: str | os.PathLike | list[str] | None = None, *, on_event: Call
 
 
 __all__ = ["AutoChosen", "CheckpointSaved", "EvalDone", "Event", "RunFinished", "RunStarted", "StepDone",
-           "TrainConfig", "Trainer", "TrainingAborted", "TrainingInterrupted", "train"]
+           "TrainConfig", "Trainer", "TrainingAborted", "TrainingInterrupted", "read_metrics", "train"]

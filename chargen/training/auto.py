@@ -37,6 +37,10 @@ LR_FLAT_EPOCHS, LR_BASE, LR_TOP = 5, 5e-3, 7e-3
 # smaller updates) help.
 DEFAULT_HIDDEN, DEFAULT_SEQ_LEN, DEFAULT_BATCH_SIZE = 512, 64, 32
 WIDTHS = (512, 448, 384, 320, 256)  # what --hidden auto picks among, widest first
+# An accelerator trains far more tokens in the same minutes (a CPU's 5-minute budget reads Tiny
+# Shakespeare ~5 times, a GPU's 3 minutes ~60 times), so there --hidden auto also considers wider
+# models, by the same tokens-per-parameter rule. These widths are not yet tuned by GPU runs.
+ACCELERATOR_WIDTHS = (1536, 1024, 768) + WIDTHS
 SHORT_SEQ_LEN = 32
 # A real run reads about this share of the tokens the probe's speed implies: the probe leaves out
 # the optimizer, the evaluations and the loop.
@@ -55,6 +59,10 @@ PROBE_STEPS = 12
 EVAL_EVERY_TOKENS = 800 * DEFAULT_BATCH_SIZE * DEFAULT_SEQ_LEN
 # An evaluation only runs forward, about a third of the work per token of a training step.
 EVAL_COST_PER_TOKEN = 1 / 3
+
+# --save-every auto: ``last`` is also saved after this many seconds without a save, so that a kill
+# loses at most this much training even when evaluations are far apart (a big model on a CPU).
+AUTO_SAVE_EVERY_SECONDS = 10 * 60
 
 # With --max-time, steps AUTO_TIMING_STEPS[0]..[1] are timed (their median) to learn how many
 # epochs the budget allows; the auto options are settled then (the first steps warm up anyway).
@@ -128,17 +136,23 @@ def auto_eval_every(batch_size: int, seq_len: int) -> int:
     return max(1, round(EVAL_EVERY_TOKENS / (batch_size * seq_len)))
 
 
+def candidate_widths(device_type: str) -> tuple[int, ...]:
+    """The widths --hidden auto considers on this kind of device, widest first."""
+    return WIDTHS if device_type == "cpu" else ACCELERATOR_WIDTHS
+
+
 def plan_shape(hidden: int | str, seq_len: int | str, seconds: float, train_tokens: int,
-               parameters: Callable[[int], int], tokens_per_second: Callable[[int, int], float]) -> tuple[int, int]:
+               parameters: Callable[[int], int], tokens_per_second: Callable[[int, int], float],
+               widths: tuple[int, ...] = WIDTHS) -> tuple[int, int]:
     """``--hidden`` and ``--seq-len`` for a budget of ``seconds``, settling whichever is ``auto``.
 
-    The width is the widest of WIDTHS that can read TOKENS_PER_PARAMETER tokens per parameter
+    The width is the widest of ``widths`` that can read TOKENS_PER_PARAMETER tokens per parameter
     in the budget, at PROBE_EFFICIENCY times the speed ``tokens_per_second(width, seq_len)``
     measures (the narrowest if none can). The window is SHORT_SEQ_LEN if that width reads the
     training text at most SHORT_SEQ_MAX_EPOCHS times, else DEFAULT_SEQ_LEN. Numbers given stay.
     """
     window = SHORT_SEQ_LEN if seq_len == "auto" else seq_len
-    widths = WIDTHS if hidden == "auto" else (hidden,)
+    widths = widths if hidden == "auto" else (hidden,)
     for width in widths:
         tokens = PROBE_EFFICIENCY * tokens_per_second(width, window) * seconds
         if tokens >= TOKENS_PER_PARAMETER * parameters(width):

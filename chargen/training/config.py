@@ -16,21 +16,22 @@ from ..limits import (MAX_DROPOUT, MAX_EPOCHS, MAX_HIDDEN, MAX_LAYERS, MAX_LR, M
                       MAX_STEPS, MAX_WHOLE, MIN_SENTENCEPIECE_VOCAB, check_seed)
 from ..model import CELLS, ModelConfig
 from ..text.tokenizers import TOKENIZER_KINDS
-from .auto import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_HIDDEN, DEFAULT_SEQ_LEN, DROPOUT_FREE_EPOCHS,
-                   EVAL_EVERY_TOKENS, LR_FLAT_EPOCHS, SHORT_SEQ_LEN, SHORT_SEQ_MAX_EPOCHS, WD_FLAT_EPOCHS, WIDTHS,
-                   auto_dropout, auto_lr, auto_weight_decay)
+from .auto import (ACCELERATOR_WIDTHS, AUTO_SAVE_EVERY_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_HIDDEN, DEFAULT_SEQ_LEN,
+                   DROPOUT_FREE_EPOCHS, EVAL_EVERY_TOKENS, LR_FLAT_EPOCHS, SHORT_SEQ_LEN, SHORT_SEQ_MAX_EPOCHS,
+                   WD_FLAT_EPOCHS, WIDTHS, auto_dropout, auto_lr, auto_weight_decay)
+from .saving import valid_save_every
 
 SCHEDULES = ("cosine", "linear")
 NORMALIZE_FORMS = ("NFC", "NFKC")
 # Options that may differ when resuming: the budget and how the run is watched or executed.
 # Everything else (model, data, optimizer settings) is the run's own and must stay as saved.
 RESUME_OVERRIDABLE = ("max_steps", "max_time", "epochs", "eval_every", "eval_tokens", "log_every", "preview_length",
-                      "device", "precision", "compile", "lr")
+                      "save_every", "device", "precision", "compile", "lr")
 
 
 def option(default, help: str, kind: str):
     """A ``TrainConfig`` field. ``kind`` says how the command line reads it: int, float, str, flag,
-    duration, auto-int or auto-float (``auto`` or a number)."""
+    duration, auto-int or auto-float (``auto`` or a number), auto-duration (``auto``, ``off`` or a duration)."""
     return field(default=default, metadata={"help": help, "kind": kind})
 
 
@@ -52,7 +53,7 @@ class TrainConfig:
     hidden: int | str = option(
         "auto", f"hidden size of each layer (also the embedding size): a number, or auto for {DEFAULT_HIDDEN}, or "
         f"narrower (down to {min(WIDTHS)}) when --max-time is too short to train {DEFAULT_HIDDEN} well, as a few "
-        "timed steps show", "auto-int")
+        f"timed steps show; on a GPU, up to {max(ACCELERATOR_WIDTHS)} when the budget can train it", "auto-int")
     dropout: float | str = option(
         "auto", "dropout between layers and on the output: a rate, 0 to disable, or auto to grow it with the number "
         f"of epochs the budget allows (none up to {DROPOUT_FREE_EPOCHS}, {auto_dropout(10):g} at 10, "
@@ -96,6 +97,10 @@ class TrainConfig:
         "auto", f"evaluate on the validation split and checkpoint every N steps, or auto: every "
         f"{EVAL_EVERY_TOKENS:,} training tokens ({_EVAL_STEPS:,} steps of batch {DEFAULT_BATCH_SIZE} x seq "
         f"{DEFAULT_SEQ_LEN}, {2 * _EVAL_STEPS:,} of {DEFAULT_BATCH_SIZE} x {DEFAULT_SEQ_LEN // 2})", "auto-int")
+    save_every: float | str = option(
+        "auto", "also save the last checkpoint (not best) when this much time has passed since the newest save, "
+        f"so that a kill loses at most that much training: a duration such as 5m, auto for "
+        f"{AUTO_SAVE_EVERY_SECONDS // 60} minutes, or off to save at evaluations only", "auto-duration")
     # At the defaults this costs about a tenth of the compute of the steps between two evaluations.
     eval_tokens: int = option(250_000, "validation tokens scored per evaluation, spread over the split "
                               "(0 = all of it)", "int")
@@ -180,5 +185,7 @@ def _check_budget_and_output(c: TrainConfig) -> None:
          "must be a whole number >= 0 (0 scores the whole validation split)")
     need(isinstance(c.preview_length, int) and 0 <= c.preview_length <= MAX_PREVIEW_LENGTH,
          "preview_length", c.preview_length, f"must be between 0 and {MAX_PREVIEW_LENGTH}")
+    need(valid_save_every(c.save_every), "save_every", c.save_every,
+         "must be auto, off or a duration > 0 and at most a year (e.g. 90s, 5m, 2h)")
     check_seed(c.seed)
     need(c.precision in PRECISIONS, "precision", c.precision, "choose auto, fp32 or bf16")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..devices import PRECISIONS_TO_TIME, autocast_for, faster_precision, synchronize
 from ..errors import ChargenError
 from ..model import CharLM
-from .auto import PROBE_STEPS, plan_shape
+from .auto import PROBE_STEPS, candidate_widths, plan_shape
 from .config import TrainConfig
 
 
@@ -91,7 +91,7 @@ class Probe:
         """``plan_shape`` at the probed speeds: the width, the window and what was measured."""
         width, window = plan_shape(hidden, seq_len, seconds, len(self.train_tokens),
                                    lambda w: model_parameters(self.config, self.vocab_size, w),
-                                   self.tokens_per_second)
+                                   self.tokens_per_second, candidate_widths(self.device.type))
         plan = {"hidden": width, "seq_len": window, "budget_seconds": round(seconds, 1),
                 "tokens_per_second": {str(w): round(v) for w, v in self.speeds.items()}}
         return width, window, plan

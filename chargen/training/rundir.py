@@ -90,7 +90,7 @@ class MetricsLog:
                                f"then continue with: chargen train --resume {self.run_dir}") from None
 
     def trim_after(self, step: int) -> None:
-        """On resume, drop lines past ``step`` (and torn ones) so that no step is logged twice."""
+        """On resume, drop records past ``step`` (and torn ones) so that no step is logged twice."""
         if not self.path.exists():
             return
         try:
@@ -98,15 +98,31 @@ class MetricsLog:
         except OSError as exc:
             raise ChargenError(f"{self.path}: cannot read the metrics log: {exc.strerror or exc}; "
                                "move it aside to resume") from None
-        kept = []
-        for line in text.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line torn by a crash
-            if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)) \
-                    and record.get("step", 0) <= step:
-                kept.append(line)
-        if len(kept) == len(text.splitlines()) and text.endswith("\n"):
+        records = parse_metrics(text)
+        kept = [r for r in records if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= step]
+        if len(kept) == len(records) == len(text.splitlines()) and text.endswith("\n"):
             return  # nothing to drop: leave the file alone
-        atomic_write_bytes(self.path, ("\n".join(kept) + "\n" if kept else "").encode(), "metrics log")
+        data = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write_bytes(self.path, data.encode(), "metrics log")
+
+
+def parse_metrics(text: str) -> list[dict]:
+    """The records of a metrics log's text, skipping lines that are not whole JSON objects: the last
+    one may have been cut by a kill in the middle of a write."""
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Every whole record of ``metrics.jsonl`` (none if it does not exist), as training wrote them."""
+    try:
+        return parse_metrics(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return []

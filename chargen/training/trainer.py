@@ -1,6 +1,6 @@
 """The training loop: truncated BPTT over parallel streams, AdamW, warm-up then decay, clipping.
 
-Read ``Trainer.run`` and ``Trainer._step`` top to bottom: they are the whole algorithm. Building a
+Read ``Trainer.run`` and ``Trainer.train_step`` top to bottom: they are the whole algorithm. Building a
 ``Trainer`` sets a run up (device, run directory, corpus, the auto plan, model, optimizer, or all
 of it restored for ``--resume``). Everything the loop wants the outside world to know (progress,
 evaluations, checkpoints) goes out as an event to ``on_event``; the dashboard is one consumer,
@@ -9,7 +9,6 @@ tests are another.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, replace
 from datetime import datetime
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import BEST_NAME, LAST_NAME, Checkpoint, load_checkpoint, save_checkpoint
-from ..devices import autocast_for, keep_freed_memory, pick_device, resolve_precision
+from ..devices import autocast_for, keep_freed_memory, pick_device, resolve_precision, to_device
 from ..errors import ChargenError
 from ..evaluation import evaluate
 from ..fileio import remove_stale_temp_files
@@ -34,12 +33,14 @@ from .auto import (AUTO_RULES, AUTO_TIMING_STEPS, DEFAULT_HIDDEN, DEFAULT_SEQ_LE
                    auto_eval_every, eval_cost_in_steps, initial_value, planned_epochs)
 from .budget import Budget
 from .config import TrainConfig
+from .guard import StepGuard, sync_interval
 from .events import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone, TrainingInterrupted
 from .optim import check_model_fits, lr_at, make_optimizer
 from .probe import Probe
 from .resume import (check_same_corpus, config_for_resume, corpus_fingerprint, load_resumable, recorded_corpus,
                      restore_optimizer, restore_rng, saved_peak_lr, saved_rnn_state, training_state)
 from .rundir import MetricsLog, check_writable, create_run_dir, lock_run_dir, make_run_dir
+from .saving import save_due
 from .stopping import StopRequest
 from .vocab import initial_tokenizer
 
@@ -75,6 +76,9 @@ class Trainer:
         self.state: State = None
         if resumed:
             self._restore(resumed)
+        self.last_save = self.elapsed_before  # --save-every counts from the start, or from the resume
+        self.guard = StepGuard(self.optimizer, self.device, sync_interval(self.device, self.config.log_every),
+                               self.skipped_steps)
         self._open_run_dir()
 
     # -- set-up, in the order __init__ runs it --
@@ -281,11 +285,12 @@ class Trainer:
         c = self.config
         chars_per_step = c.batch_size * c.seq_len * self.chars_per_token
         window_start, window_steps, window_loss = time.perf_counter(), 0, 0.0
-        bad_in_a_row, reason = 0, None
+        reason = None
         while True:
             elapsed = self.elapsed_before + time.perf_counter() - self.created
             # All ranks stop together and follow one clock, or their collectives stop matching.
             elapsed, stop = self.dist.agree(elapsed, self.stop.is_set())
+            clock = elapsed  # rank 0's: saving decisions too must be the same on every rank
             reason = self.budget.finished_reason(self.step, elapsed, self.last_eval_seconds)
             if reason or stop:
                 break
@@ -294,55 +299,56 @@ class Trainer:
             if self.step == self.auto_step:
                 self._settle_auto(elapsed)
             lr = lr_at(self.step, self.progress(elapsed), self.peak_lr, c.warmup_steps, c.min_lr_frac, c.schedule)
-            result = self._step(lr)
-            if result is None:  # non-finite: skipped, the weights stay as they were
-                bad_in_a_row += 1
-                if bad_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
-                    raise ChargenError(self._diverged_message(bad_in_a_row))
+            self.train_step(lr)
+            if not self.guard.due(self.step):  # accelerators: the host reads back every few steps
                 continue
-            bad_in_a_row = 0
-            loss, grad_norm = result
-            window_steps += 1
-            window_loss += loss
+            seen = self.guard.read()
+            self.skipped_steps = seen.skipped_steps
+            if seen.worst_bad_run >= MAX_BAD_STEPS_IN_A_ROW:
+                raise ChargenError(self._diverged_message(seen.worst_bad_run))
+            if not seen.good_steps:  # only skipped steps since the last reading
+                continue
+            window_steps += seen.good_steps
+            window_loss += seen.loss_sum
             now = time.perf_counter()
             elapsed = self.elapsed_before + now - self.created
             chars_per_sec = window_steps * chars_per_step / max(now - window_start, 1e-9)
-            self.on_event(StepDone(self.step, self.step / len(self.batches), elapsed, loss / self.chars_per_token,
-                                   lr, grad_norm, chars_per_sec, self.progress(elapsed), self.skipped_steps))
+            self.on_event(StepDone(self.step, self.step / len(self.batches), elapsed,
+                                   seen.last_loss / self.chars_per_token, lr, seen.last_grad_norm, chars_per_sec,
+                                   self.progress(elapsed), self.skipped_steps))
             if self.step % c.log_every == 0:
                 self._log_metrics(step=self.step, time=round(elapsed, 3),
                                   train_loss=window_loss / window_steps / self.chars_per_token,
-                                  lr=lr, grad_norm=grad_norm, chars_per_sec=round(chars_per_sec, 1))
+                                  lr=lr, grad_norm=seen.last_grad_norm, chars_per_sec=round(chars_per_sec, 1))
                 window_start, window_steps, window_loss = now, 0, 0.0
             if self.step % c.eval_every == 0:
                 self._evaluate_and_save(elapsed)
+                self.last_save = clock
+            elif save_due(clock, self.last_save, c.save_every):  # between evaluations: last alone
+                self.save(LAST_NAME, elapsed)
+                self.last_save = clock
         return self._finish(reason)
 
-    def _step(self, lr: float) -> tuple[float, float] | None:
-        """One truncated-BPTT step at learning rate ``lr``: (loss per token, gradient norm before
-        clipping), or None when the loss or gradients were not finite and the update was skipped."""
+    def train_step(self, lr: float) -> None:
+        """One truncated-BPTT step at learning rate ``lr``. A step whose loss or gradients are not
+        finite is skipped (``StepGuard``): weights, optimizer state and step count of AdamW stay,
+        and the next window starts from a fresh state."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.step % len(self.batches) == 0:
             self.state = None  # a new epoch starts the streams over: nothing to carry
-        x, y = (self._to_device(t) for t in self.batches[self.step])
+        x, y = (to_device(t, self.device) for t in self.batches[self.step])
         with self.autocast():
             logits, state = self.step_fn(x, self.state)
         loss = F.cross_entropy(logits.float().view(-1, self.model.config.vocab_size), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # The norm before clipping is what tells you training is unstable: log that one.
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip).item()
-        loss_value = self.dist.mean(loss).item()  # the whole batch's loss, the same on every rank
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        loss = self.dist.mean(loss.detach())  # the whole batch's loss, the same on every rank
+        finite = self.guard.step(loss, grad_norm)
         self.step += 1
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            self.skipped_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state = None
-            return None
-        self.optimizer.step()
-        self.state = detach_state(state)
-        return loss_value, grad_norm
+        self.state = map_state(detach_state(state), lambda t: torch.where(finite, t, 0.0))
 
     def _finish(self, reason: str | None) -> RunFinished:
         elapsed = self.elapsed_before + time.perf_counter() - self.created
@@ -363,11 +369,6 @@ class Trainer:
         return (f"training diverged at step {self.step}: the loss or gradients were NaN/inf for "
                 f"{bad_in_a_row} steps in a row (skipped, not applied); lower the learning rate "
                 f"(--lr, now {self.peak_lr:g}) or --grad-clip; {where}")
-
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor.to(self.device)
 
     # -- evaluation and checkpoints --
 
@@ -431,6 +432,7 @@ class Trainer:
         if any(not torch.isfinite(p).all() for p in self.model.parameters()):
             raise ChargenError(f"step {self.step}: the weights hold NaN/inf; not saving them over "
                                f"good checkpoints. Lower --lr (now {self.peak_lr:g})")
+        self.skipped_steps = self.guard.skipped_steps()
         summary = self.summary(elapsed)
         summary["optimizer_param_groups"] = self.optimizer.state_dict()["param_groups"]
         tensors = training_state(self.optimizer, self.device, self.dist, self.state) if with_training_state else None

@@ -17,7 +17,14 @@ from ..version import __version__
 from . import commands
 from .options import (EXIT_USAGE, ArgumentParser, add_device_argument, add_sampling_arguments,
                       add_train_arguments)
+from .completion import add_completion_parser, completion_script
 from .repl import add_repl_arguments
+from .sampling import add_sample_io_arguments
+from .plot import add_plot_arguments, plot
+from .trackers import TRACKERS
+from .viz import add_viz_arguments, viz
+from .models import add_models_arguments, models
+from .serving import add_serve_arguments, serve
 
 DEFAULT_CORPUS_MB = 4.0
 DEFAULT_LAG = 100
@@ -31,41 +38,67 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chargen {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for add_parser in PARSERS:
+        add_parser(subcommands)
+    return parser
 
+
+def add_train_parser(subcommands) -> None:
     train = subcommands.add_parser("train", help="train a model on text files (live dashboard)",
                                    description="Train a model. Checkpoints (best and last), metrics.jsonl "
                                    "and the token cache go under the run directory.")
     add_train_arguments(train)
     train.add_argument("--plain", action="store_true", help="plain log lines instead of the live dashboard")
+    train.add_argument("--log", action="append", choices=TRACKERS, metavar="TRACKER",
+                       help="also log to a tracker in the run directory: tensorboard (event files for "
+                       "tensorboard --logdir RUN; pip install 'chargen[tensorboard]') or csv (metrics.csv); "
+                       "repeat for both")
 
+
+def add_checkpoint_argument(parser) -> None:
+    parser.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint), a checkpoint "
+                        "file or a built-in model's name (chargen models)")
+
+
+def add_sample_parser(subcommands) -> None:
     sample = subcommands.add_parser("sample", help="generate text from a checkpoint, streamed as it comes",
                                     description="Generate text. CKPT is a run directory (its best checkpoint) "
                                     "or a checkpoint file.")
-    sample.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint) or a checkpoint file")
-    sample.add_argument("--prime", default="", help=r"text to start from (printed first); \n is understood")
+    add_checkpoint_argument(sample)
+    add_sample_io_arguments(sample)
     add_sampling_arguments(sample)
     sample.add_argument("--num-samples", type=int, default=1, help="independent samples, generated together (default: 1)")
     sample.add_argument("--beam", type=int, default=0, help="beam search of this width instead of sampling (default: 0 = off)")
     add_device_argument(sample)
 
+
+def add_eval_parser(subcommands) -> None:
     evaluate = subcommands.add_parser("eval", help="loss of a checkpoint on held-out text",
                                       description="Report the model's loss on text files: nats/char, bits/char, perplexity.")
-    evaluate.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint) or a checkpoint file")
+    add_checkpoint_argument(evaluate)
     evaluate.add_argument("text", nargs="+", help="text files or directories")
     evaluate.add_argument("--encoding", default="utf-8", help="text encoding of the files (default: utf-8)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     add_device_argument(evaluate)
 
+
+def add_info_parser(subcommands) -> None:
     info = subcommands.add_parser("info", help="describe a checkpoint",
                                   description="Show a checkpoint's config, vocabulary, size and training summary.")
-    info.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint) or a checkpoint file")
+    add_checkpoint_argument(info)
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--toml", action="store_true",
+                      help="print the run's full training config as TOML, for chargen train --config")
 
+
+def add_repl_parser(subcommands) -> None:
     repl = subcommands.add_parser("repl", aliases=["chat"], help="chat with a model in the terminal",
                                   description="Interactive chat: type a prompt, the model's reply streams back. "
                                   "The model's memory is its recurrent state, carried from turn to turn.")
     add_repl_arguments(repl)
 
+
+def add_corpus_parser(subcommands) -> None:
     corpus = subcommands.add_parser("corpus", help="build a corpus that needs no download",
                                     description="Write a built-in corpus to a text file. " +
                                     "; ".join(f"{k}: {v}" for k, v in CORPORA.items()))
@@ -76,11 +109,53 @@ def build_parser() -> ArgumentParser:
     corpus.add_argument("--lag", type=int, default=DEFAULT_LAG,
                         help=f"long-lag only: distractors between cue and recall, 0 to {MAX_LAG:,} "
                         f"(default: {DEFAULT_LAG})")
-    return parser
+
+
+def add_plot_parser(subcommands) -> None:
+    parser = subcommands.add_parser("plot", help="plot the loss curves of runs (terminal, PNG, SVG or PDF)",
+                                    description="Draw train and validation loss of one or more runs from their "
+                                    "metrics.jsonl, the best validation point marked: in the terminal, or with "
+                                    "--out into a file (needs matplotlib: pip install 'chargen[plot]').")
+    add_plot_arguments(parser)
+
+
+def add_viz_parser(subcommands) -> None:
+    parser = subcommands.add_parser("viz", help="see inside a model: its cells and gates over a text, in a web page",
+                                    description="Write one self-contained HTML page (works offline) showing a text "
+                                    "one character per cell, coloured by a layer's cell state, hidden state or "
+                                    "gates, or by the model's surprisal; it lists the units that follow simple "
+                                    "properties of the text (quotes, brackets, line position, indentation).")
+    add_viz_arguments(parser)
+
+
+def add_serve_parser(subcommands) -> None:
+    parser = subcommands.add_parser("serve", help="serve a model over HTTP: OpenAI-style API and a chat page",
+                                    description="Serve a model over HTTP: an OpenAI-compatible API "
+                                    "(/v1/completions, /v1/chat/completions, /v1/models), a chat page at / and "
+                                    "/health. Needs the serve extra: pip install 'chargen[serve]'.")
+    add_serve_arguments(parser)
+
+
+def add_models_parser(subcommands) -> None:
+    parser = subcommands.add_parser("models", help="list the built-in models (usable by name as CKPT)",
+                                    description="List the models that ship with chargen: name, size, corpus "
+                                    "and validation loss. Use a name wherever a checkpoint is expected.")
+    add_models_arguments(parser)
+
+
+# Each command: the function that adds its parser, in the order --help lists them.
+PARSERS = [add_train_parser, add_sample_parser, add_eval_parser, add_info_parser, add_repl_parser, add_corpus_parser,
+           add_plot_parser, add_viz_parser, add_serve_parser, add_models_parser, add_completion_parser]
+
+
+def completion(args) -> int:
+    sys.stdout.write(completion_script(build_parser(), args.shell))
+    return 0
 
 
 COMMANDS = {"train": commands.train, "sample": commands.sample, "eval": commands.evaluate, "info": commands.info,
-            "repl": commands.repl, "chat": commands.repl, "corpus": commands.corpus}
+            "repl": commands.repl, "chat": commands.repl, "corpus": commands.corpus, "plot": plot, "viz": viz,
+            "serve": serve, "models": models, "completion": completion}
 
 
 def main(argv: list[str] | None = None) -> int:

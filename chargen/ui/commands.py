@@ -5,24 +5,26 @@ from __future__ import annotations
 import json
 import math
 import signal
-import sys
 from pathlib import Path
 
 from ..api import load
 from ..checkpoint import LAST_NAME, load_checkpoint
-from ..errors import ChargenError, check_known_chars
+from ..errors import ChargenError
 from ..model import ModelConfig
-from ..limits import MAX_BEAM, MAX_CORPUS_MB, MAX_NUM_SAMPLES
+from ..limits import MAX_CORPUS_MB
 from ..text.builtin import build_corpus
 from ..text.files import find_text_files, iter_text
-from .options import sampling_settings, train_options, unescape
+from .options import train_options
 
 
 def train(args) -> int:
     from ..training import TrainConfig, Trainer, TrainingAborted, TrainingInterrupted
     from ..training.distributed import is_main_process
     from .dashboard import Dashboard
+    from .train_config import merge_config
+    from .trackers import Trackers
 
+    options = merge_config(args, train_options(args))
     if not args.corpus and not args.resume:
         raise ChargenError("chargen train: give a corpus (text files or directories), or --resume RUN")
     if args.resume and args.out:
@@ -30,8 +32,13 @@ def train(args) -> int:
                            "drop --out, or start a new run from its weights with --init-from")
     stopped = None
     # Under torchrun only rank 0 reports; the other ranks must not draw a dashboard of their own.
-    with Dashboard(live=False if args.plain or not is_main_process() else None) as dashboard:
-        trainer = Trainer(TrainConfig(**train_options(args)), args.corpus, on_event=dashboard, resume=args.resume)
+    with (Dashboard(live=False if args.plain or not is_main_process() else None) as dashboard,
+          Trackers(args.log if is_main_process() else None) as trackers):
+        def on_event(event) -> None:
+            dashboard(event)
+            trackers(event)
+
+        trainer = Trainer(TrainConfig(**options), args.corpus, on_event=on_event, resume=args.resume)
         try:
             trainer.run()
         except (TrainingInterrupted, TrainingAborted) as stop:
@@ -52,32 +59,9 @@ def train(args) -> int:
 
 
 def sample(args) -> int:
-    if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
-        raise ChargenError(f"--num-samples {args.num_samples}: must be between 1 and {MAX_NUM_SAMPLES}")
-    if not 0 <= args.beam <= MAX_BEAM:
-        raise ChargenError(f"--beam {args.beam}: must be between 0 (off) and {MAX_BEAM}")
-    settings = sampling_settings(args)
-    model = load(args.checkpoint, device=args.device)
-    prime = unescape(args.prime)
-    check_known_chars(model.tokenizer, prime, "--prime")
-    out = sys.stdout
-    if args.beam:
-        out.write(prime + model.generate(prime, beam=args.beam, length=settings.length, stop=settings.stop) + "\n")
-        return 0
-    sampler = model.sampler(args.num_samples)
-    sampler.feed(prime)
-    if args.num_samples == 1:
-        out.write(prime)
-        out.flush()
-        for piece in sampler.stream(settings):
-            out.write(piece)
-            out.flush()
-        out.write("\n")
-    else:
-        for i, text in enumerate(sampler.generate(settings)):
-            out.write(f"--- sample {i + 1} ---\n{prime}{text}\n")
-    out.flush()
-    return 0
+    from .sampling import sample as run_sample
+
+    return run_sample(args)
 
 
 def evaluate(args) -> int:
@@ -124,6 +108,13 @@ def checkpoint_info(path) -> dict:
 
 def info(args) -> int:
     details = checkpoint_info(args.checkpoint)
+    if getattr(args, "toml", False):
+        from .train_config import config_toml
+
+        if not isinstance(details["train_config"], dict):
+            raise ChargenError(f"{args.checkpoint}: the checkpoint has no training config to print")
+        print(config_toml(details["train_config"], details["corpus"], details["path"]), end="")
+        return 0
     if args.json:
         print(json.dumps(details))
         return 0

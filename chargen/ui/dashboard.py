@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..training.events import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone
+from .charts import MAX_POINTS, LineChart, thin
 
 LN2 = math.log(2)
 PLAIN_LINE_EVERY_S = 5.0
@@ -20,6 +21,7 @@ PLAIN_LINE_EVERY_S = 5.0
 # rather than by rich's refresh thread: that thread cost a short CPU run several percent of its
 # steps (bench/HISTORY.md).
 REDRAW_EVERY_S = 0.5
+CHART_ROWS = 8  # the loss chart's height; its width follows the terminal's
 
 
 def _bits(nats: float | None) -> str:
@@ -61,6 +63,9 @@ class Dashboard:
         self.last_eval: EvalDone | None = None
         self.auto: AutoChosen | None = None
         self.sample = ""
+        # The loss curves the live view draws: (step, nats/char), thinned as they grow.
+        self.train_curve: list[tuple[float, float]] = []
+        self.val_curve: list[tuple[float, float]] = []
         self._last_plain = self._last_redraw = 0.0
         self.progress = Progress(
             TextColumn("[bold]training"), BarColumn(), TaskProgressColumn(),
@@ -89,6 +94,9 @@ class Dashboard:
                 self._plain(f"auto precision: {describe_precision(event.precision_plan)}")
         elif isinstance(event, StepDone):
             self.last_step = event
+            self.train_curve.append((event.step, event.loss))
+            if len(self.train_curve) > 2 * MAX_POINTS:
+                self.train_curve = thin(self.train_curve)
             self.progress.update(self.task, completed=event.progress * 1000)
             now = time.monotonic()
             if now - self._last_plain >= PLAIN_LINE_EVERY_S:
@@ -99,6 +107,7 @@ class Dashboard:
             self._plain(f"{event.describe()} (auto: the budget allows ~{event.planned_epochs:.1f} epochs)")
         elif isinstance(event, EvalDone):
             self.last_eval, self.sample = event, event.sample
+            self.val_curve.append((event.step, event.val_loss))
             mark = " (new best)" if event.is_best else ""
             self._plain(f"eval step {event.step}: val {_bits(event.val_loss)}{mark}")
             if event.sample:
@@ -148,6 +157,10 @@ class Dashboard:
         title = f"chargen · {self.start.run_dir}" if self.start else "chargen"
         parts = [Text(_describe_run(self.start), style="dim")] if self.start else []
         parts += [self.progress, stats]
+        if self.train_curve:
+            chart = LineChart([self.train_curve, self.val_curve], ["cyan", "bold magenta"], ["train", "val"],
+                              height=CHART_ROWS)
+            parts.append(Panel(chart, title="loss (nats/char)", title_align="left", border_style="dim"))
         if self.sample:
             parts.append(Panel(Text(self.sample), title=f"sample at step {v.step}", title_align="left",
                                border_style="green"))

@@ -18,6 +18,8 @@ from typing import Iterable, Iterator, TextIO
 from ..api import load
 from ..compat import count_spacing_marks_as_one_column
 from ..errors import ChargenError
+from ..generation.defaults import read_defaults
+from ..generation.settings import SamplingSettings
 from .chat import COMMAND_NAMES, COMMANDS, DEFAULT_STOP, ChatSession, is_command
 from .options import add_device_argument, add_sampling_arguments, sampling_settings, unescape
 
@@ -32,11 +34,13 @@ def default_history_path() -> Path:
 
 def add_repl_arguments(parser) -> None:
     """The options of ``chargen repl`` / ``chargen chat``."""
-    parser.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint) or a checkpoint file")
+    parser.add_argument("checkpoint", metavar="CKPT", help="a run directory (its best checkpoint), a checkpoint "
+                        "file or a built-in model's name (chargen models)")
     # In a chat a reply ends at a blank line unless told otherwise (`sample` has no default stop).
     add_sampling_arguments(parser, stop_default=DEFAULT_STOP,
-                           stop_help=r"a reply ends when the model writes this; \n and \t are understood "
-                                     r"(default: \n\n, a blank line; '' for none)")
+                           stop_help=r"a reply ends when the model writes this; repeat for several; \n and \t "
+                                     r"are understood (default: \n\n, a blank line; '' for none)",
+                           unknown_default="skip")
     parser.add_argument("--user-prefix", default="", metavar="TEXT",
                         help=r"fed before each of your turns, e.g. '\n\nYOU:\n' (default: none)")
     parser.add_argument("--bot-prefix", default="", metavar="TEXT",
@@ -51,15 +55,20 @@ def add_repl_arguments(parser) -> None:
 
 def run_repl(args) -> int:
     """``chargen repl``: a prompt-toolkit chat on a terminal, a line-by-line loop on pipes."""
-    if args.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+    if args.temp and len(args.temp) > 1:
+        raise ChargenError(f"--temp {','.join(f'{t:g}' for t in args.temp)}: a chat takes one temperature")
+    sampling_settings(args, empty_stop_is_none=True)  # bad values are reported before a model is loaded
+    model = load(args.checkpoint, device=args.device)
+    if model.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Replies are a chain of small matrix-vector products: extra threads buy little and, on a
         # busy machine, a spinning thread pool can hold the first character back for a second.
         import torch
         torch.set_num_threads(1)
-    settings = sampling_settings(args, empty_stop_is_none=True)
-    session = ChatSession(load(args.checkpoint, device=args.device), settings,
-                          user_prefix=unescape(args.user_prefix), bot_prefix=unescape(args.bot_prefix),
-                          device=args.device)
+    # The run's stored defaults (a chat's stop is a blank line unless they say otherwise), then the options.
+    base = SamplingSettings.from_kwargs(model.defaults, stop=read_defaults(model.path).get("stop", DEFAULT_STOP))
+    settings = sampling_settings(args, empty_stop_is_none=True, base=base)
+    session = ChatSession(model, settings, user_prefix=unescape(args.user_prefix),
+                          bot_prefix=unescape(args.bot_prefix), device=args.device, unknown=args.unknown)
     if sys.stdin.isatty() and sys.stdout.isatty():
         return run_terminal(session, args.history)
     for stream in (sys.stdin, sys.stdout, sys.stderr):
@@ -99,7 +108,8 @@ def run_piped(session: ChatSession, lines: Iterable[str], out: TextIO, err: Text
               blocks: bool = False) -> int:
     """Answer each prompt on ``out`` (reply then a newline), streamed; everything else on ``err``.
 
-    Exit code 0, or 2 when some prompt or command failed (each failure says why on ``err``).
+    Exit code 0, or 1 when some prompt or command failed (each failure says why on ``err``; the
+    prompts after it are still answered).
     """
     failed = False
     for prompt in read_prompts(lines, blocks):
@@ -112,7 +122,10 @@ def run_piped(session: ChatSession, lines: Iterable[str], out: TextIO, err: Text
                 break
             continue
         try:
-            for piece in session.reply(prompt[1:] if prompt.startswith("//") else prompt):
+            text, warning = session.prepare(prompt[1:] if prompt.startswith("//") else prompt)
+            if warning:
+                print(f"chargen repl: warning: {warning}", file=err)
+            for piece in session.reply(text):
                 out.write(piece)
                 out.flush()
         except ChargenError as exc:
@@ -121,7 +134,7 @@ def run_piped(session: ChatSession, lines: Iterable[str], out: TextIO, err: Text
             continue
         out.write("\n")
         out.flush()
-    return 2 if failed else 0
+    return 1 if failed else 0
 
 
 # ---- a terminal: prompt-toolkit ----------------------------------------------------------------
@@ -289,10 +302,12 @@ class TerminalChat:
         """Stream the model's reply to ``text``; Ctrl-C stops it at a token boundary."""
         session = self.session
         try:
-            session.check_input(text)
+            text, warning = session.prepare(text)
         except ChargenError as exc:
             self.say(f"error: {exc}", "error")
             return
+        if warning:
+            self.say(f"note: {warning}")
         label = session.bot_prefix.lstrip()
         if label:
             self.say(label, "label", end="")
