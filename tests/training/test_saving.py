@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import fields
 from pathlib import Path
 
@@ -32,17 +31,9 @@ RUN = dict(layers=1, hidden=32, seq_len=16, batch_size=8, max_steps=25, eval_eve
            preview_length=0, seed=0, device="cpu", precision="fp32", warmup_steps=5, dropout=0.2, save_every=5)
 
 
-def make_text(n_lines: int = 400, seed: int = 0) -> str:
-    rng = random.Random(seed)
-    words = "the quick brown fox jumps over a lazy dog and cat runs home to sleep".split()
-    return "\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(n_lines)) + "\n"
-
-
 @pytest.fixture
-def corpus(tmp_path) -> Path:
-    path = tmp_path / "tiny.txt"
-    path.write_text(make_text(), encoding="utf-8")
-    return path
+def corpus(tiny_corpus) -> Path:
+    return tiny_corpus
 
 
 class FakeClock:
