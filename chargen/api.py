@@ -15,6 +15,7 @@ from typing import Iterator
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .devices import pick_device
+from .dynamic import Adapter
 from .errors import check_known_chars
 from .evaluation import EvalResult, evaluate
 from .generation.beam import beam_search
@@ -44,6 +45,7 @@ class TrainedModel:
         self.model, self.tokenizer = checkpoint.model, checkpoint.tokenizer
         # Where every call's settings start: the run's generation.toml, if it has one.
         self.defaults = defaults or SamplingSettings()
+        self._adapter: Adapter | None = None  # made on the first ``learn``: it keeps the trained weights
 
     def settings(self, **settings) -> SamplingSettings:
         """Validated settings: ``self.defaults`` with ``settings`` (our names or Hugging Face's) on top."""
@@ -80,7 +82,25 @@ class TrainedModel:
         """A stateful generator: ``feed`` text, ``stream`` replies; state carries across calls."""
         return Sampler(self.model, self.tokenizer, batch_size=num_streams)
 
-    def stream(self, prompt: str = "", unknown: str = "error", **settings) -> Iterator[str]:
+    def learn(self, text: str, carry: bool = False) -> None:
+        """Adapt the weights to ``text`` (dynamic evaluation's update: docs/evaluation.md), so what
+        it says becomes likelier in what follows. In memory only: the checkpoint file never changes,
+        and ``restore_weights`` undoes it. ``carry`` continues from the context of the last call."""
+        if self._adapter is None:
+            self._adapter = Adapter(self.model)
+        self._adapter.learn_text(self.tokenizer.encode(self.clean(text)), carry)
+
+    def restore_weights(self) -> None:
+        """Put back the trained weights exactly, undoing every ``learn`` and ``adapt=True``."""
+        if self._adapter is not None:
+            self._adapter.restore()
+
+    @property
+    def adapted(self) -> bool:
+        """Whether the weights differ from the trained ones (``learn`` or ``adapt=True``)."""
+        return self._adapter is not None and self._adapter.steps > 0
+
+    def stream(self, prompt: str = "", unknown: str = "error", adapt: bool = False, **settings) -> Iterator[str]:
         """Yield the continuation of ``prompt`` piece by piece as it is generated.
 
         Settings are ``SamplingSettings`` fields (temp, top_k, top_p, length, stop, seed,
@@ -90,24 +110,35 @@ class TrainedModel:
         """
         options = self.settings(**settings)
         sampler = self.sampler()
-        sampler.feed(self.clean(prompt, unknown))
-        yield from sampler.stream(options)
+        prompt = self.clean(prompt, unknown)
+        sampler.feed(prompt)
+        written = []
+        for piece in sampler.stream(options):
+            written.append(piece)
+            yield piece
+        if adapt:
+            self.learn(prompt + "".join(written))
 
     def generate(self, prompt: str = "", num_samples: int = 1, beam: int = 0, unknown: str = "error",
-                 **settings) -> str | list[str]:
+                 adapt: bool = False, **settings) -> str | list[str]:
         """The continuation of ``prompt`` (without the prompt itself).
 
         ``num_samples > 1`` returns a list, generated together in one batch. ``beam > 0`` runs
         beam search of that width instead of sampling (temp/top-k/top-p/seed do not apply).
+        ``adapt=True`` (here and in ``stream``) then ``learn``s the prompt and what was generated:
+        the model adapts to the conversation as it goes; ``restore_weights`` undoes it.
         """
         options = self.settings(**settings)
         prompt = self.clean(prompt, unknown)
         if beam:
-            return beam_search(self.model, self.tokenizer, prompt, beam, options.length, options.stop)
-        sampler = self.sampler(num_samples)
-        sampler.feed(prompt)
-        texts = sampler.generate(options)
-        return texts if num_samples > 1 else texts[0]
+            texts = [beam_search(self.model, self.tokenizer, prompt, beam, options.length, options.stop)]
+        else:
+            sampler = self.sampler(num_samples)
+            sampler.feed(prompt)
+            texts = sampler.generate(options)
+        for text in texts if adapt else ():
+            self.learn(prompt + text)
+        return texts if num_samples > 1 and not beam else texts[0]
 
     def samples(self, prompt: str = "", num_samples: int = 1, unknown: str = "error", **settings) -> Iterator[Sample]:
         """Generate ``num_samples`` texts together and yield each as it finishes, with its outcome:
@@ -132,6 +163,8 @@ class TrainedModel:
         return evaluate(self.model, self.tokenizer.encode(text), self.tokenizer)
 
     def to(self, device: str) -> "TrainedModel":
+        self.restore_weights()  # the adapter's copies stay where they were: start again from trained
+        self._adapter = None
         self.model.to(pick_device(device))
         return self
 

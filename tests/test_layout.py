@@ -20,7 +20,7 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 60
 LAYERS = [
     {"version", "errors", "limits", "compat", "fileio", "devices", "tomlio"},
     {"text", "model", "pretrained"},
-    {"checkpoint", "evaluation", "generation"},
+    {"checkpoint", "evaluation", "dynamic", "generation"},
     {"training"},
     {"api", "__init__"},
     {"ui", "__main__"},

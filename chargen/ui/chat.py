@@ -65,7 +65,10 @@ COMMANDS = [
     Command("/no-repeat", "/no-repeat [N]", "never repeat an N-token sequence of the reply (0 = off)"),
     Command("/window", "/window [N]", "tokens /rep-penalty and /no-repeat look back over (0 = the whole reply)"),
     Command("/min-len", "/min-len [N]", "stop strings are ignored until the reply has N tokens"),
-    Command("/reset", "/reset", "forget the conversation (the model's memory and the transcript)"),
+    Command("/adapt", "/adapt [on|off]", "on: the model keeps learning from the conversation as it goes "
+            "(in memory only; /reset undoes it)"),
+    Command("/reset", "/reset", "forget the conversation (the model's memory and the transcript) and "
+            "restore the trained weights"),
     Command("/info", "/info", "model, vocabulary, parameters and settings"),
     Command("/save", "/save FILE", "write the conversation, as the model read and wrote it, to FILE"),
     Command("/load", "/load CKPT", "switch to another checkpoint (starts a new conversation)"),
@@ -120,6 +123,7 @@ class ChatSession:
         self.user_prefix, self.bot_prefix, self.device = user_prefix, bot_prefix, device
         self.unknown = unknown  # what to do with characters the model never saw: error, skip, replace
         self.last_reply: ReplyStats | None = None
+        self.adapt = False  # /adapt on: learn from each turn once it is over (TrainedModel.learn)
         self._use_model(model)
 
     # -- model and memory
@@ -133,7 +137,8 @@ class ChatSession:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the conversation: the model's recurrent state and the transcript."""
+        """Forget the conversation: the model's recurrent state and the transcript; undo /adapt."""
+        self.model.restore_weights()
         self.sampler.reset()
         self.transcript: list[str] = []  # exactly what the model read and wrote, in order
 
@@ -231,6 +236,8 @@ class ChatSession:
                 yield rest
         finally:
             self.transcript.append("".join(written))
+            if self.adapt:
+                self.model.learn(turn + self.transcript[-1], carry=True)
             now = time.perf_counter()
             self.last_reply = ReplyStats(shown, now - started,
                                          None if first_char_at is None else first_char_at - started,
@@ -321,8 +328,18 @@ class ChatSession:
         return self._set(name, "min_length", arg, int, "a whole number")
 
     def _cmd_reset(self, name, arg):
+        adapted = self.model.adapted
         self.reset()
-        return CommandResult("conversation forgotten; the next turn starts afresh")
+        restored = "; trained weights restored" if adapted else ""
+        return CommandResult(f"conversation forgotten{restored}; the next turn starts afresh")
+
+    def _cmd_adapt(self, name, arg):
+        if arg not in ("", "on", "off"):
+            raise ChargenError(f"/adapt {arg}: use /adapt on or /adapt off")
+        if arg:
+            self.adapt = arg == "on"
+        learned = "; /reset restores the trained weights" if self.model.adapted else ""
+        return CommandResult(f"adapt {'on: the model learns from each turn' if self.adapt else 'off'}{learned}")
 
     def _cmd_info(self, name, arg):
         return CommandResult(self.info())

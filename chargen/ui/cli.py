@@ -18,6 +18,7 @@ from . import commands
 from .options import (EXIT_USAGE, ArgumentParser, add_device_argument, add_sampling_arguments,
                       add_train_arguments)
 from .completion import add_completion_parser, completion_script
+from .evaluate import add_eval_arguments
 from .repl import add_repl_arguments
 from .sampling import add_sample_io_arguments
 from .plot import add_plot_arguments, plot
@@ -74,11 +75,14 @@ def add_sample_parser(subcommands) -> None:
 
 def add_eval_parser(subcommands) -> None:
     evaluate = subcommands.add_parser("eval", help="loss of a checkpoint on held-out text",
-                                      description="Report the model's loss on text files: nats/char, bits/char, perplexity.")
+                                      description="Report the model's loss on text files: nats/char, bits/char, perplexity. "
+                                      "The text is streamed with the state carried through it; --windows and "
+                                      "--dynamic add nanoGPT's windowed and the dynamic-evaluation figures.")
     add_checkpoint_argument(evaluate)
     evaluate.add_argument("text", nargs="+", help="text files or directories")
     evaluate.add_argument("--encoding", default="utf-8", help="text encoding of the files (default: utf-8)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    add_eval_arguments(evaluate)
     add_device_argument(evaluate)
 
 

@@ -7,13 +7,11 @@ import math
 import signal
 from pathlib import Path
 
-from ..api import load
 from ..checkpoint import LAST_NAME, load_checkpoint
 from ..errors import ChargenError
 from ..model import ModelConfig
 from ..limits import MAX_CORPUS_MB
 from ..text.builtin import build_corpus
-from ..text.files import find_text_files, iter_text
 from .options import train_options
 
 
@@ -65,16 +63,9 @@ def sample(args) -> int:
 
 
 def evaluate(args) -> int:
-    model = load(args.checkpoint, device=args.device)
-    files = find_text_files(args.text)
-    text = "".join(iter_text(files, args.encoding))
-    result = model.evaluate(text, ", ".join(map(str, files)))
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
-        print(f"{result.nats_per_char:.4f} nats/char  {result.bits_per_char:.4f} bits/char  "
-              f"perplexity {result.perplexity:.3f}  ({result.chars:,} chars, {result.tokens:,} tokens)")
-    return 0
+    from .evaluate import evaluate as run_eval  # streamed, windowed and dynamic figures
+
+    return run_eval(args)
 
 
 def checkpoint_info(path) -> dict:

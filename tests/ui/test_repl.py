@@ -29,7 +29,7 @@ def test_completer_offers_commands_with_help_and_paths(tmp_path):
     (tmp_path / "run-a").mkdir()
     assert complete(f"/load {tmp_path}/ru") == ["n-a"]
     metas = [c.display_meta_text for c in completer.get_completions(Document("/res"), CompleteEvent())]
-    assert metas == ["forget the conversation (the model's memory and the transcript)"]
+    assert metas == ["forget the conversation (the model's memory and the transcript) and restore the trained weights"]
 
 
 # ---- piped mode --------------------------------------------------------------------------------
