@@ -46,6 +46,6 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     try:
         import shtab
     except ImportError:
-        raise ChargenError("chargen completion: needs shtab: pip install 'chargen[completion]'") from None
+        raise ChargenError("needs shtab: pip install 'chargen[completion]'") from None
     mark_completions(parser, shtab)
     return shtab.complete(parser, shell=shell)

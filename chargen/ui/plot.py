@@ -21,7 +21,7 @@ FORMATS = (".png", ".svg", ".pdf")
 HEIGHTS = (4, 200)  # terminal chart rows
 # One colour per run, in the terminal and in files (matplotlib's default cycle).
 TERMINAL_STYLES = ["cyan", "magenta", "green", "yellow", "blue", "red"]
-MISSING_MATPLOTLIB = "chargen plot: needs matplotlib to write files: pip install 'chargen[plot]' (or drop --out to draw in the terminal)"
+MISSING_MATPLOTLIB = "--out needs matplotlib to write files: pip install 'chargen[plot]' (or drop --out to draw in the terminal)"
 
 
 def add_plot_arguments(parser) -> None:

@@ -90,7 +90,7 @@ def serve(args) -> int:
     try:
         from .serve import Server, ServeOptions, listening_socket, run  # Starlette, uvicorn: the extra
     except ImportError:
-        raise ChargenError("chargen serve: needs starlette and uvicorn: pip install 'chargen[serve]'") from None
+        raise ChargenError("needs starlette and uvicorn: pip install 'chargen[serve]'") from None
     import torch
 
     from ..api import load

@@ -62,3 +62,12 @@ def test_an_unknown_shell_is_one_line(cli, capsys):
         cli("completion", "tcsh")
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and "bash" in err
+
+
+def test_without_shtab_the_error_names_the_extra(cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "shtab", None)  # as if the completion extra were not installed
+    code, out, err = cli("completion", "bash")
+    assert code == 2 and out == ""
+    assert err == "chargen completion: error: needs shtab: pip install 'chargen[completion]'\n"

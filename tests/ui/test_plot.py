@@ -98,4 +98,5 @@ def test_bad_inputs_are_one_line(run_copy, tmp_path, cli, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     code, _, err = cli("plot", run_copy, "--out", tmp_path / "c.png")
     assert code == 2 and "pip install 'chargen[plot]'" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("chargen plot: error: --out needs matplotlib")  # the command named once
     assert not (tmp_path / "c.png").exists()

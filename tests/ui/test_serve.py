@@ -250,6 +250,7 @@ def test_without_the_extra_serve_names_it(cli, tiny_run, monkeypatch):
     monkeypatch.setitem(sys.modules, "chargen.ui.serve", None)  # what a missing starlette or uvicorn gives
     code, out, err = cli("serve", tiny_run)
     assert code == 2 and "pip install 'chargen[serve]'" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("chargen serve: error: needs starlette")  # the command named once
 
 
 def test_sigterm_finishes_streams_cleanly_and_exits(tiny_run):
