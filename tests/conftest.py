@@ -49,24 +49,25 @@ TINY_OPTIONS = dict(layers=1, hidden=32, seq_len=16, batch_size=8, max_steps=60,
 RUN = dict(TINY_OPTIONS, max_steps=40, eval_every=15, log_every=5, preview_length=0, dropout=0.2)
 
 
+def train_run(tmp_path_factory, name: str, options: dict) -> Path:
+    """A run directory trained on make_text() with ``options``."""
+    root = tmp_path_factory.mktemp(name)
+    corpus = root / "tiny.txt"
+    corpus.write_text(make_text(), encoding="utf-8")
+    chargen.train(str(corpus), out=str(root / "run"), **options)
+    return root / "run"
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory holding a trained 1x32 LSTM (best and last checkpoints)."""
-    root = tmp_path_factory.mktemp("tiny_run")
-    corpus = root / "tiny.txt"
-    corpus.write_text(make_text(), encoding="utf-8")
-    chargen.train(str(corpus), out=str(root / "run"), **TINY_OPTIONS)
-    return root / "run"
+    return train_run(tmp_path_factory, "tiny_run", TINY_OPTIONS)
 
 
 @pytest.fixture(scope="session")
 def straight(tmp_path_factory) -> Path:
     """An uninterrupted run with the RUN options: what an interrupted and resumed run must equal."""
-    root = tmp_path_factory.mktemp("straight")
-    corpus = root / "tiny.txt"
-    corpus.write_text(make_text(), encoding="utf-8")
-    chargen.train(str(corpus), out=str(root / "run"), **RUN)
-    return root / "run"
+    return train_run(tmp_path_factory, "straight", RUN)
 
 
 @pytest.fixture

@@ -115,36 +115,34 @@ def add_corpus_parser(subcommands) -> None:
                         f"(default: {DEFAULT_LAG})")
 
 
-def add_plot_parser(subcommands) -> None:
-    parser = subcommands.add_parser("plot", help="plot the loss curves of runs (terminal, PNG, SVG or PDF)",
-                                    description="Draw train and validation loss of one or more runs from their "
-                                    "metrics.jsonl, the best validation point marked: in the terminal, or with "
-                                    "--out into a file (needs matplotlib: pip install 'chargen[plot]').")
-    add_plot_arguments(parser)
+def command_parser(name: str, help: str, description: str, add_arguments):
+    """A parser adder for a command whose options live in its own module (``add_arguments``)."""
+    def add_parser(subcommands) -> None:
+        add_arguments(subcommands.add_parser(name, help=help, description=description))
+    return add_parser
 
 
-def add_viz_parser(subcommands) -> None:
-    parser = subcommands.add_parser("viz", help="see inside a model: its cells and gates over a text, in a web page",
-                                    description="Write one self-contained HTML page (works offline) showing a text "
-                                    "one character per cell, coloured by a layer's cell state, hidden state or "
-                                    "gates, or by the model's surprisal; it lists the units that follow simple "
-                                    "properties of the text (quotes, brackets, line position, indentation).")
-    add_viz_arguments(parser)
-
-
-def add_serve_parser(subcommands) -> None:
-    parser = subcommands.add_parser("serve", help="serve a model over HTTP: OpenAI-style API and a chat page",
-                                    description="Serve a model over HTTP: an OpenAI-compatible API "
-                                    "(/v1/completions, /v1/chat/completions, /v1/models), a chat page at / and "
-                                    "/health. Needs the serve extra: pip install 'chargen[serve]'.")
-    add_serve_arguments(parser)
-
-
-def add_models_parser(subcommands) -> None:
-    parser = subcommands.add_parser("models", help="list the built-in models (usable by name as CKPT)",
-                                    description="List the models that ship with chargen: name, size, corpus "
-                                    "and validation loss. Use a name wherever a checkpoint is expected.")
-    add_models_arguments(parser)
+add_plot_parser = command_parser(
+    "plot", "plot the loss curves of runs (terminal, PNG, SVG or PDF)",
+    "Draw train and validation loss of one or more runs from their metrics.jsonl, the best validation point "
+    "marked: in the terminal, or with --out into a file (needs matplotlib: pip install 'chargen[plot]').",
+    add_plot_arguments)
+add_viz_parser = command_parser(
+    "viz", "see inside a model: its cells and gates over a text, in a web page",
+    "Write one self-contained HTML page (works offline) showing a text one character per cell, coloured by a "
+    "layer's cell state, hidden state or gates, or by the model's surprisal; it lists the units that follow "
+    "simple properties of the text (quotes, brackets, line position, indentation).",
+    add_viz_arguments)
+add_serve_parser = command_parser(
+    "serve", "serve a model over HTTP: OpenAI-style API and a chat page",
+    "Serve a model over HTTP: an OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models), a "
+    "chat page at / and /health. Needs the serve extra: pip install 'chargen[serve]'.",
+    add_serve_arguments)
+add_models_parser = command_parser(
+    "models", "list the built-in models (usable by name as CKPT)",
+    "List the models that ship with chargen: name, size, corpus and validation loss. Use a name wherever a "
+    "checkpoint is expected.",
+    add_models_arguments)
 
 
 # Each command: the function that adds its parser, in the order --help lists them.
