@@ -131,7 +131,7 @@ class TrainedModel:
         options = self.settings(**settings)
         prompt = self.clean(prompt, unknown)
         if beam:
-            texts = [beam_search(self.model, self.tokenizer, prompt, beam, options.length, options.stop)]
+            texts = [beam_search(self.model, self.tokenizer, prompt, beam, options.length, options.stops)]
         else:
             sampler = self.sampler(num_samples)
             sampler.feed(prompt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from contextlib import nullcontext
 
@@ -106,3 +107,12 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP) == 1
+
+
+def one_thread_for_single_steps(device: torch.device) -> None:
+    """Let torch use one CPU thread where a command steps a model one token at a time (chat,
+    serving, viz), unless OMP_NUM_THREADS says otherwise. Such a step is a chain of small
+    matrix-vector products: extra threads buy little, and on a busy machine a spinning thread pool
+    can make every step many times slower."""
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)

@@ -19,6 +19,11 @@ from .model import CharLM, State
 from .text.tokenizers import Tokenizer
 
 
+def nats_to_bits(nats: float) -> float:
+    """A loss in nats (what training minimises) in bits, as char-model figures are often quoted."""
+    return nats / math.log(2)
+
+
 @dataclass
 class EvalResult:
     nats_per_token: float
@@ -28,7 +33,7 @@ class EvalResult:
 
     @property
     def bits_per_char(self) -> float:
-        return self.nats_per_char / math.log(2)
+        return nats_to_bits(self.nats_per_char)
 
     @property
     def perplexity(self) -> float:

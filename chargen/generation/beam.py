@@ -12,7 +12,7 @@ from .sampler import Sampler, make_generator
 
 @torch.inference_mode()
 def beam_search(model: CharLM, tokenizer: Tokenizer, prime: str, beam_width: int,
-                length: int, stop: str | tuple[str, ...] | None = None) -> str:
+                length: int, stops: tuple[str, ...] = ()) -> str:
     """The most likely continuation of ``length`` tokens found by beam search of ``beam_width``."""
     if beam_width < 1:
         raise ChargenError(f"--beam {beam_width}: must be >= 1")
@@ -35,6 +35,5 @@ def beam_search(model: CharLM, tokenizer: Tokenizer, prime: str, beam_width: int
         logits, state = model(tokens.to(sampler.device)[:, None], state)
         log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)
     text = tokenizer.decode(sequences[0].tolist())
-    stops = (stop,) if isinstance(stop, str) else stop or ()
     hits = [text.index(s) for s in stops if s and s in text]  # cut at the first stop string to appear
     return text[:min(hits)] if hits else text

@@ -16,7 +16,6 @@ import torch
 from ..errors import ChargenError, check_known_chars
 from ..model import CharLM, State, map_state
 from ..model.engine import StepEngine, auto_sampling_precision
-from ..compat import bf16_matmul_available
 from ..text.tokenizers import Tokenizer
 from .controls import RepeatHistory
 from .settings import SamplingSettings
@@ -108,8 +107,6 @@ class Sampler:
             self._engine = None
             self.state = self.state  # take the state out of an outdated engine first
             precision = auto_sampling_precision(self.model, self.batch_size) if self.precision == "auto" else self.precision
-            if precision == "bf16" and not (self.device.type == "cpu" and bf16_matmul_available()):
-                raise ChargenError("bf16 sampling needs a CPU with native bf16 matrix products; use fp32")
             self._engine = StepEngine(self.model, precision)
         return self._engine
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterable
 
 
 class StopFilter:
@@ -13,8 +12,8 @@ class StopFilter:
     passes text through without looking for stops: what ``--min-length`` asks before its count.
     """
 
-    def __init__(self, stop: str | Iterable[str] | None):
-        stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+    def __init__(self, stops: tuple[str, ...]):
+        """``stops``: the stop strings, as ``SamplingSettings.stops`` gives them."""
         self.stops = tuple(s for s in stops if s)
         self.pending, self.stopped, self.stopped_by = "", False, None
         self._longest = max(map(len, self.stops), default=0)

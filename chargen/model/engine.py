@@ -30,6 +30,7 @@ import torch
 
 from ..compat import bf16_linear, bf16_matmul_available, cpu_has_native_bf16, prepack_bf16_linear_weight, tensor_version
 from ..devices import faster_precision
+from ..errors import ChargenError
 from .lm import CharLM
 from .state import State
 
@@ -118,7 +119,7 @@ class StepEngine:
 
     def __init__(self, model: CharLM, precision: str = "fp32"):
         if precision == "bf16" and not (model.head.weight.device.type == "cpu" and bf16_matmul_available()):
-            raise ValueError("bf16 sampling needs a CPU with native bf16 matrix products (oneDNN)")
+            raise ChargenError("bf16 sampling needs a CPU with native bf16 matrix products; use fp32")
         self.precision = precision
         self.fingerprint = self._fingerprint(model)
         rnn, hidden, layers = model.rnn, model.config.hidden, model.config.layers

@@ -124,6 +124,7 @@ class Trainer:
             config = self.config = replace(config, eval_every=auto_eval_every(config.batch_size, config.seq_len))
         self.batches = StreamBatches(train_tokens, config.batch_size, config.seq_len,
                                      streams=self.dist.streams(config.batch_size))
+        self.budget = Budget(len(self.batches), config.max_steps, config.epochs, config.max_time)
         if config.val_frac > 0 and len(self.val_tokens) < 2:
             raise ChargenError(f"--val-frac {config.val_frac}: the validation split is empty for this "
                                "small corpus; raise it or use --val-frac 0")
@@ -222,11 +223,6 @@ class Trainer:
             self._log_metrics(step=0, precision_plan=self.precision_plan)
 
     # -- budget --
-
-    @property
-    def budget(self) -> Budget:
-        c = self.config
-        return Budget(len(self.batches), c.max_steps, c.epochs, c.max_time)
 
     def total_steps(self) -> int | None:
         return self.budget.total_steps()

@@ -19,7 +19,7 @@ from .options import (EXIT_USAGE, ArgumentParser, add_device_argument, add_sampl
                       add_train_arguments)
 from .completion import add_completion_parser, completion_script
 from .evaluate import add_eval_arguments
-from .repl import add_repl_arguments
+from .repl import add_repl_arguments, run_repl
 from .sampling import add_sample_io_arguments
 from .plot import add_plot_arguments, plot
 from .trackers import TRACKERS
@@ -156,7 +156,7 @@ def completion(args) -> int:
 
 
 COMMANDS = {"train": commands.train, "sample": commands.sample, "eval": commands.evaluate, "info": commands.info,
-            "repl": commands.repl, "chat": commands.repl, "corpus": commands.corpus, "plot": plot, "viz": viz,
+            "repl": run_repl, "chat": run_repl, "corpus": commands.corpus, "plot": plot, "viz": viz,
             "serve": serve, "models": models, "completion": completion}
 
 

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from ..checkpoint import LAST_NAME, load_checkpoint
+from ..evaluation import nats_to_bits
 from ..errors import ChargenError
 from ..model import ModelConfig
 from ..limits import MAX_CORPUS_MB
@@ -87,7 +88,7 @@ def checkpoint_info(path) -> dict:
         "epochs": summary.get("epoch"),
         "train_seconds": summary.get("elapsed"),
         "best_val_loss": best,
-        "best_val_bpc": best / math.log(2) if isinstance(best, (int, float)) else None,
+        "best_val_bpc": nats_to_bits(best) if isinstance(best, (int, float)) else None,
         "precision": summary.get("precision"),
         "corpus": summary.get("corpus"),
         "train_config": summary.get("train_config"),
@@ -152,9 +153,3 @@ def corpus(args) -> int:
                        lag=args.lag)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
-
-
-def repl(args) -> int:
-    from .repl import run_repl
-
-    return run_repl(args)

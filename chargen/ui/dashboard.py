@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 from rich.console import Console, Group
@@ -14,8 +13,8 @@ from rich.text import Text
 
 from ..training.events import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone
 from .charts import MAX_POINTS, LineChart, thin
+from ..evaluation import nats_to_bits
 
-LN2 = math.log(2)
 PLAIN_LINE_EVERY_S = 5.0
 # The live view is redrawn from the training thread, at most this often between other events,
 # rather than by rich's refresh thread: that thread cost a short CPU run several percent of its
@@ -25,7 +24,7 @@ CHART_ROWS = 8  # the loss chart's height; its width follows the terminal's
 
 
 def _bits(nats: float | None) -> str:
-    return "-" if nats is None else f"{nats:.4f} nats  {nats / LN2:.3f} bpc"
+    return "-" if nats is None else f"{nats:.4f} nats  {nats_to_bits(nats):.3f} bpc"
 
 
 def _describe_run(e: RunStarted) -> str:

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, TextIO
 
 from ..api import load
 from ..compat import count_spacing_marks_as_one_column
+from ..devices import one_thread_for_single_steps
 from ..errors import ChargenError
 from ..generation.defaults import read_defaults
 from ..generation.settings import SamplingSettings
@@ -59,11 +60,7 @@ def run_repl(args) -> int:
         raise ChargenError(f"--temp {','.join(f'{t:g}' for t in args.temp)}: a chat takes one temperature")
     sampling_settings(args, empty_stop_is_none=True)  # bad values are reported before a model is loaded
     model = load(args.checkpoint, device=args.device)
-    if model.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # Replies are a chain of small matrix-vector products: extra threads buy little and, on a
-        # busy machine, a spinning thread pool can hold the first character back for a second.
-        import torch
-        torch.set_num_threads(1)
+    one_thread_for_single_steps(model.device)
     # The run's stored defaults (a chat's stop is a blank line unless they say otherwise), then the options.
     base = SamplingSettings.from_kwargs(model.defaults, stop=read_defaults(model.path).get("stop", DEFAULT_STOP))
     settings = sampling_settings(args, empty_stop_is_none=True, base=base)

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..devices import one_thread_for_single_steps
 from ..errors import ChargenError, check_known_chars
 from ..limits import (MAX_WHOLE, SERVE_BATCH_ROWS, SERVE_MAX_N, SERVE_QUEUE_SIZE, SERVE_REQUEST_SECONDS,
                       SERVE_SHUTDOWN_SECONDS)
@@ -91,18 +92,14 @@ def serve(args) -> int:
         from .serve import Server, ServeOptions, listening_socket, run  # Starlette, uvicorn: the extra
     except ImportError:
         raise ChargenError("needs starlette and uvicorn: pip install 'chargen[serve]'") from None
-    import torch
-
     from ..api import load
     from .openai_api import ChatTemplate
 
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
     check_options(args, api_key)
     model = load(args.checkpoint, device=args.device)
-    if next(model.model.parameters()).device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # The server keeps two threads of its own busy (HTTP and the generating worker); a torch
-        # thread pool spinning beside them slows both down (bench/serve_throughput.py).
-        torch.set_num_threads(1)
+    # The server also keeps two threads of its own busy (HTTP and the generating worker).
+    one_thread_for_single_steps(model.device)
     template = ChatTemplate(unescape(args.user_prefix), unescape(args.bot_prefix))
     for option, text in (("--user-prefix", template.user_prefix), ("--bot-prefix", template.bot_prefix)):
         check_known_chars(model.tokenizer, text, option, "; choose a prefix made of the corpus's characters")

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
 from ..errors import ChargenError
 from ..fileio import atomic_write_bytes
 from ..training.events import AutoChosen, EvalDone, Event, RunFinished, RunStarted, StepDone
+from ..evaluation import nats_to_bits
 
 TRACKERS = ("tensorboard", "csv")
 CSV_NAME = "metrics.csv"
 CSV_COLUMNS = ("step", "time", "epoch", "train_loss", "train_bpc", "lr", "grad_norm", "chars_per_sec",
                "val_loss", "val_bpc")
-LN2 = math.log(2)
 MISSING_TENSORBOARD = "--log tensorboard: needs the tensorboard package: pip install 'chargen[tensorboard]'"
 
 
@@ -50,14 +49,14 @@ class Rows:
             if event.step % self.log_every == 0:
                 loss = self.window_loss / self.window_steps
                 self.pending = {"step": event.step, "time": round(event.elapsed, 3), "epoch": round(event.epoch, 4),
-                                "train_loss": loss, "train_bpc": loss / LN2, "lr": event.lr,
+                                "train_loss": loss, "train_bpc": nats_to_bits(loss), "lr": event.lr,
                                 "grad_norm": event.grad_norm, "chars_per_sec": round(event.chars_per_sec, 1)}
                 self.window_loss, self.window_steps = 0.0, 0
         elif isinstance(event, EvalDone):
             if self.pending is None or self.pending["step"] != event.step:
                 self.flush()
                 self.pending = {"step": event.step}
-            self.pending.update(val_loss=event.val_loss, val_bpc=event.val_loss / LN2)
+            self.pending.update(val_loss=event.val_loss, val_bpc=nats_to_bits(event.val_loss))
         elif isinstance(event, RunFinished):
             self.flush()
 

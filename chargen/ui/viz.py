@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ..devices import one_thread_for_single_steps
 from ..errors import ChargenError, check_known_chars
 from ..fileio import atomic_write_bytes
 from ..limits import MAX_VIZ_CHARS, MAX_VIZ_MB, VIZ_DEFAULT_MB
@@ -211,10 +210,7 @@ def viz(args) -> int:
     if not (math.isfinite(args.max_mb) and 0 < args.max_mb <= MAX_VIZ_MB):
         raise ChargenError(f"--max-mb {args.max_mb}: must be a number > 0 and at most {MAX_VIZ_MB:g}")
     model = load(args.checkpoint)
-    if "OMP_NUM_THREADS" not in os.environ:
-        # One token at a time is a chain of small products: extra threads buy little and, on a busy
-        # machine, a spinning thread pool makes every step many times slower.
-        torch.set_num_threads(1)
+    one_thread_for_single_steps(model.device)
     if model.tokenizer.kind == "sentencepiece":
         raise ChargenError(f"{args.checkpoint}: chargen viz shows one model step per character, and this "
                            "model reads sentencepiece pieces; use a model trained with --tokenizer char or byte")

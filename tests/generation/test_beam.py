@@ -35,7 +35,7 @@ def test_beam_search_without_prime_starts_at_a_line_break(model):
 def test_beam_search_ends_before_the_stop_string(model):
     full = beam_search(model.model, model.tokenizer, "the ", 3, 40)
     stop = full[8:10]
-    assert beam_search(model.model, model.tokenizer, "the ", 3, 40, stop=stop) == full[:full.index(stop)]
+    assert beam_search(model.model, model.tokenizer, "the ", 3, 40, stops=(stop,)) == full[:full.index(stop)]
 
 
 def test_a_beam_narrower_than_one_is_refused(model):

@@ -218,7 +218,9 @@ def test_bf16_sampler_writes_the_vocabulary_reproducibly():
 
 
 def test_bf16_sampling_without_native_bf16_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(sampler_module, "bf16_matmul_available", lambda: False)
+    import chargen.model.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "bf16_matmul_available", lambda: False)  # what the engine checks
     sampler = Sampler(random_model(), TOKENIZER, precision="bf16")
     with pytest.raises(ChargenError, match="bf16 sampling needs a CPU with native bf16"):
         sampler.generate(SamplingSettings(length=5, seed=0))

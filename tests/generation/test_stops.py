@@ -25,23 +25,23 @@ def run(stop_filter: StopFilter, text: str, armed_from: int = 0) -> str:
 
 
 def test_the_first_stop_string_to_appear_wins():
-    f = StopFilter(["dog", "cat"])
+    f = StopFilter(("dog", "cat"))
     assert run(f, "the cat and the dog") == "the " and f.stopped_by == "cat"
     f = StopFilter(("cat", "dog"))
     assert run(f, "a dog, a cat") == "a " and f.stopped_by == "dog"
-    f = StopFilter(["xyz", "b"])
+    f = StopFilter(("xyz", "b"))
     assert run(f, "aaxyb") == "aaxy" and f.stopped_by == "b"  # 'xy' held back, then released
 
 
 def test_a_single_string_or_none_still_work():
-    assert run(StopFilter("\n\n"), "a\nb\n\nc") == "a\nb"
-    assert run(StopFilter(None), "a\n\nb") == "a\n\nb"
+    assert run(StopFilter(("\n\n",)), "a\nb\n\nc") == "a\nb"
+    assert run(StopFilter(()), "a\n\nb") == "a\n\nb"
 
 
 def test_stops_before_the_minimum_length_are_ignored():
-    f = StopFilter("x")
+    f = StopFilter(("x",))
     assert run(f, "axbxc", armed_from=3) == "axb" and f.stopped_by == "x"
-    f = StopFilter("\n\n")
+    f = StopFilter(("\n\n",))
     assert run(f, "\n\nab\n\ncd", armed_from=5) == "\n\nab"
 
 
@@ -106,7 +106,7 @@ def test_stop_string_ends_and_is_not_included(model):
 
 
 def test_a_possible_start_of_the_stop_string_is_held_back_until_it_is_decided():
-    f = StopFilter("END")
+    f = StopFilter(("END",))
     assert f.push("abcE") == "abc"  # "E" may begin "END"
     assert f.push("N") == ""
     assert f.push("x") == "ENx" and not f.stopped  # it did not: released
@@ -117,13 +117,13 @@ def test_a_possible_start_of_the_stop_string_is_held_back_until_it_is_decided():
 
 def test_the_stop_string_may_arrive_in_one_piece_or_across_many():
     for pieces in (["hello\n\nworld"], list("hello\n\nworld"), ["hel", "lo\n", "\nwor", "ld"]):
-        f = StopFilter("\n\n")
+        f = StopFilter(("\n\n",))
         shown = "".join(f.push(p) for p in pieces if not f.stopped)
         assert shown == "hello" and f.stopped
 
 
 def test_flush_gives_back_what_was_held_when_the_text_ends():
-    f = StopFilter("\n\n")
+    f = StopFilter(("\n\n",))
     assert f.push("last line\n") == "last line"
     assert f.flush() == "\n" and f.flush() == ""
 
