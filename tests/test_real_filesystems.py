@@ -110,11 +110,9 @@ def one_clear_line(err: str, *needles: str) -> str:
 
 
 @pytest.fixture
-def corpus(tmp_path) -> Path:
-    """Outside the small disk: only what chargen writes goes there."""
-    path = tmp_path / "tiny.txt"
-    path.write_text(make_text(), encoding="utf-8")
-    return path
+def corpus(tiny_corpus) -> Path:
+    """Outside the small disk (conftest's, in tmp_path): only what chargen writes goes there."""
+    return tiny_corpus
 
 
 @pytest.fixture

@@ -42,7 +42,10 @@ def test_empty_and_flat_curves_draw_without_error():
     rows, _ = braille_rows([[]], width=3, height=1)
     assert rows == [chr(BRAILLE_BLANK) * 3]
     rows, _ = braille_rows([[(5, 1.0), (5, 1.0)]], width=3, height=1)
-    assert dots(rows)
+    assert len({y for _, y in dots(rows)}) == 1  # a flat curve is one level of dots
+    rows, _ = braille_rows([[(0, 2.0), (10, 2.0)]], width=3, height=2)
+    lit = dots(rows)
+    assert len({y for _, y in lit}) == 1 and len({x for x, _ in lit}) == 6  # across the width, one level
 
 
 def test_thin_keeps_the_shape_in_fewer_points():

@@ -190,7 +190,9 @@ def test_a_wrong_api_key_is_401_and_the_right_one_works(model):
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
         assert post(served, body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         good = openai.OpenAI(base_url=served.url + "/v1", api_key="s3cret", max_retries=0)
-        assert good.completions.create(model=MODEL, prompt="the ", max_tokens=5).choices[0].text is not None
+        answer = good.completions.create(model=MODEL, prompt="the ", max_tokens=5, seed=4).choices[0].text
+        raw = post(served, {**body, "seed": 4}, headers={"Authorization": "Bearer s3cret"}).json()
+        assert len(answer) == 5 and answer == raw["choices"][0]["text"]  # served as to a raw request
         assert httpx.get(served.url + "/health").status_code == 200  # probes need no key
 
 
