@@ -82,11 +82,11 @@ def test_cpu_training_reuses_the_memory_a_step_frees(tmp_path):
         done = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, str(tmp_path / "corpus.txt"), setting,
                                str(tmp_path / setting / "run")], capture_output=True, text=True, check=True)
         faults[setting] = float(done.stdout.split()[-1])
-    # glibc's defaults fault a step's activations in again every step: ~4,000-7,000 pages for this
-    # model in fp32 (bf16, where a CPU trains faster in it, halves the activations and the count:
-    # ~700 on an AMX Xeon). With chargen's settings it is usually a few, but up to ~250 in some
-    # runs on that machine; a tenth of glibc's count or less is what the settings must give.
-    assert faults["glibc default"] > 1000 and faults["chargen"] < faults["glibc default"] / 10, faults
+    # glibc's defaults fault a step's activations in again every step: hundreds to thousands of pages
+    # for this model, by machine (its kernel, CPU and thread count set how much a step allocates).
+    # With chargen's settings it is usually a few; a tenth of glibc's count or less is what the
+    # settings must give. The first clause only checks that the comparison means something.
+    assert faults["glibc default"] > 200 and faults["chargen"] < faults["glibc default"] / 10, faults
 
 
 def test_keep_freed_memory_does_nothing_off_linux(monkeypatch):
