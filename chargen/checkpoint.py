@@ -234,6 +234,12 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
         tie_weights=field_of("tie_weights", bool),
         # Checkpoints written before skip connections existed have none.
         skip_connections=field_of("skip_connections", bool) if "skip_connections" in data else False,
+        # Checkpoints written before these training-only settings existed trained without them.
+        weight_drop=float(field_of("weight_drop", (int, float), 0, MAX_DROPOUT, high_included=False))
+        if "weight_drop" in data else 0.0,
+        locked_dropout=field_of("locked_dropout", bool) if "locked_dropout" in data else False,
+        embed_dropout=float(field_of("embed_dropout", (int, float), 0, MAX_DROPOUT, high_included=False))
+        if "embed_dropout" in data else 0.0,
     )
     if config.cell not in CELLS:
         raise ChargenError(f"{path}: model config 'cell' is {config.cell!r}, expected one of {', '.join(CELLS)}")

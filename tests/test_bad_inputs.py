@@ -124,6 +124,8 @@ def files(tiny_run, tmp_path_factory) -> dict[str, Path]:
     f["huge_hidden"] = t("huge_hidden", meta_edit=_set("model.hidden", 60000))
     f["absurd_size"] = t("absurd_size", meta_edit=lambda m: m["model"].update(hidden=16384, layers=64))
     f["dropout_one"] = t("dropout_one", meta_edit=_set("model.dropout", 1.0))
+    f["weight_drop_two"] = t("weight_drop_two", meta_edit=_set("model.weight_drop", 2))
+    f["locked_text"] = t("locked_text", meta_edit=_set("model.locked_dropout", "yes"))
     f["vocab_mismatch"] = t("vocab_mismatch", meta_edit=_set("tokenizer.chars", "abc"))
     f["dup_chars"] = t("dup_chars", meta_edit=_set("tokenizer.chars", "a" * 28))
     f["bad_tok_kind"] = t("bad_tok_kind", meta_edit=_set("tokenizer.kind", "wordpiece"))
@@ -205,6 +207,9 @@ CASES = [
         ("dropout", "1", "--dropout 1.0: must be auto or a number in [0, 1)"),
         ("dropout", "nan", "--dropout nan: must be auto or a number in [0, 1)"),
         ("dropout", "lots", "invalid dropout 'lots': use auto or a number such as 0.2"),
+        ("weight-drop", "1", "--weight-drop 1.0: must be a number in [0, 1)"),
+        ("embed-dropout", "-0.5", "--embed-dropout -0.5: must be a number in [0, 1)"),
+        ("embed-dropout", "nan", "--embed-dropout nan: must be a number in [0, 1)"),
         ("lr", "0", "--lr 0.0: must be auto or a number in (0, 10]"),
         ("lr", "-1", "--lr -1.0: must be auto or a number in (0, 10]"),
         ("lr", "fast", "invalid lr 'fast': use auto or a number such as 5e-3"),
@@ -318,6 +323,8 @@ CASES = [
     ("shapes disagree with config", "sample {ck}/shape_mismatch.safetensors", "has shape [28, 32] but the config implies [28, 64]"),
     ("hidden over the bound", "info {ck}/huge_hidden.safetensors", "model config 'hidden' is 60000, expected int in [1, 16384]"),
     ("dropout of 1", "info {ck}/dropout_one.safetensors", "model config 'dropout' is 1.0, expected a number in [0, 1.0)"),
+    ("weight drop of 2", "info {ck}/weight_drop_two.safetensors", "model config 'weight_drop' is 2, expected a number in [0, 1.0)"),
+    ("locked dropout a string", "info {ck}/locked_text.safetensors", "model config 'locked_dropout' is 'yes', expected bool"),
     ("absurd size", "info {ck}/absurd_size.safetensors", "refusing absurd sizes"),
     ("tokenizer/model vocab differ", "info {ck}/vocab_mismatch.safetensors", "tokenizer has 3 symbols but the model expects 28"),
     ("duplicate vocab chars", "info {ck}/dup_chars.safetensors", "vocabulary must be distinct single characters"),

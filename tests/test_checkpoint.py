@@ -14,12 +14,13 @@ from chargen.text.tokenizers import CharTokenizer, SentencePieceTokenizer
 from tests.conftest import make_text
 
 
-def as_written_before_skip_connections(path) -> None:
-    """Rewrite a checkpoint without the skip_connections keys, as earlier versions wrote them."""
+def as_written_before(path, keys=("skip_connections",)) -> None:
+    """Rewrite a checkpoint without these model keys, as earlier versions wrote them."""
     with safe_open(str(path), framework="pt") as f:
         meta, tensors = json.loads(f.metadata()[METADATA_KEY]), {k: f.get_tensor(k) for k in f.keys()}
-    del meta["model"]["skip_connections"]
-    meta["summary"].get("train_config", {}).pop("skip_connections", None)
+    for key in keys:
+        del meta["model"][key]
+        meta["summary"].get("train_config", {}).pop(key, None)
     save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
 
 
@@ -75,8 +76,27 @@ def test_a_checkpoint_from_before_skip_connections_loads_without_them(tmp_path):
     tokenizer = CharTokenizer.train(["hello world"])
     model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, hidden=12, skip_connections=False))
     save_checkpoint(tmp_path / "m.safetensors", model, tokenizer, {"step": 3})
-    as_written_before_skip_connections(tmp_path / "m.safetensors")
+    as_written_before(tmp_path / "m.safetensors")
     loaded = load_checkpoint(tmp_path / "m.safetensors").model
     assert loaded.skip_head is None and not loaded.config.skip_connections
     tokens = torch.randint(tokenizer.vocab_size, (2, 9))
     torch.testing.assert_close(loaded(tokens)[0], model.eval()(tokens)[0], rtol=0, atol=0)
+
+
+def test_a_checkpoint_from_before_weight_drop_loads_as_trained_without_it(tmp_path):
+    tokenizer = CharTokenizer.train(["hello world"])
+    model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, hidden=12))
+    save_checkpoint(tmp_path / "m.safetensors", model, tokenizer, {"step": 3})
+    as_written_before(tmp_path / "m.safetensors", ("weight_drop", "locked_dropout", "embed_dropout"))
+    config = load_checkpoint(tmp_path / "m.safetensors").model.config
+    assert (config.weight_drop, config.locked_dropout, config.embed_dropout) == (0.0, False, 0.0)
+
+
+def test_regularization_settings_travel_with_the_model(tmp_path):
+    tokenizer = CharTokenizer.train(["hello world"])
+    settings = {"dropout": 0.2, "weight_drop": 0.25, "locked_dropout": True, "embed_dropout": 0.1}
+    model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=2, hidden=12, **settings))
+    save_checkpoint(tmp_path / "m.safetensors", model, tokenizer, {"step": 3})
+    loaded = load_checkpoint(tmp_path / "m.safetensors").model
+    assert {k: getattr(loaded.config, k) for k in settings} == settings
+    assert loaded.rnn.weight_drop == 0.25 and loaded.rnn.locked and loaded.drop.locked

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from chargen.errors import ChargenError
 from chargen.evaluation import EvalResult, evaluate
 from chargen.model import CharLM, ModelConfig
-from chargen.text.tokenizers import ByteTokenizer, CharTokenizer
+from chargen.text.tokenizers import ByteTokenizer, CharTokenizer, SentencePieceTokenizer
+from tests.conftest import make_text
 
 
 def test_evaluation_equals_one_pass_over_the_whole_text():
@@ -110,7 +111,9 @@ def test_sentencepiece_and_normalizing_tokenizers_are_encoded_a_line_at_a_time()
     assert np.concatenate(pieces).tolist() == tokenizer.encode("ab\ncé\nab").tolist()
 
 
-def test_streamed_evaluation_of_a_text_larger_than_a_memory_limit_stays_under_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["char", "sentencepiece"])
+def test_streamed_evaluation_of_a_text_larger_than_a_memory_limit_stays_under_it(tmp_path, monkeypatch, kind):
+    # Sentencepiece is encoded a line at a time: that path must stay bounded too.
     import tracemalloc
 
     import chargen.evaluation as evaluation
@@ -127,7 +130,8 @@ def test_streamed_evaluation_of_a_text_larger_than_a_memory_limit_stays_under_it
     largest = []  # the longest token array any scoring call is given: nothing proportional to the file
     real = evaluation.evaluate
     monkeypatch.setattr(evaluation, "evaluate", lambda m, tokens, *a, **k: largest.append(len(tokens)) or real(m, tokens, *a, **k))
-    tokenizer = CharTokenizer(sorted(set(line.decode())))
+    tokenizer = (CharTokenizer(sorted(set(line.decode()))) if kind == "char" else
+                 SentencePieceTokenizer.train([make_text(300) + line.decode()], vocab_size=320))
     torch.manual_seed(0)
     model = CharLM(ModelConfig(vocab_size=tokenizer.vocab_size, hidden=8, layers=1))
     tracemalloc.start()
@@ -137,6 +141,7 @@ def test_streamed_evaluation_of_a_text_larger_than_a_memory_limit_stays_under_it
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert result.chars == path.stat().st_size - 1
+    assert result.chars == path.stat().st_size - (1 if kind == "char" else len(tokenizer.decode(
+        tokenizer.encode(line.decode())[:1])))  # the first token is context, never predicted
     assert peak < limit, peak
     assert max(largest) <= 8 * 2048 + 256

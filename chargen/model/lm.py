@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Dropout, FusedLayers, PeepholeLSTM, StackedGRU, StackedLSTM, StackedRNN
+from .layers import Dropout, FusedLayers, drop_token_rows, PeepholeLSTM, StackedGRU, StackedLSTM, StackedRNN
 from .state import State
 
 CELLS = ("lstm", "gru", "rnn", "lstm-peephole")
+# The ModelConfig fields that act only while training, and may change between runs of one model.
+REGULARIZATION = ("dropout", "weight_drop", "locked_dropout", "embed_dropout")
 
 
 @dataclass
@@ -27,6 +29,12 @@ class ModelConfig:
     # Every layer's output feeds the head, each through its own weights ("skip connections",
     # Graves 2013), not the top layer's alone. Checkpoints from before this option have none.
     skip_connections: bool = True
+    # Regularization while training, none of it at inference: DropConnect on the hidden-to-hidden
+    # weights (AWD-LSTM's weight drop), one dropout mask per sequence instead of per time step
+    # (variational, "locked"), and whole tokens dropped from the input embedding.
+    weight_drop: float = 0.0
+    locked_dropout: bool = False
+    embed_dropout: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +70,7 @@ class CharLM(nn.Module):
                           if config.skip_connections and config.layers > 1 else None)
         if self.skip_head is not None and isinstance(self.rnn, FusedLayers):
             self.rnn.use_layerwise_buffers()  # its calls run one layer at a time
+        self.regularize()
         self._init_weights()
         if config.tie_weights:
             # Input and output embeddings share one matrix: fewer parameters, better small models.
@@ -86,13 +95,14 @@ class CharLM(nn.Module):
         # hidden size (65 characters against 512) its product with the input is that much
         # cheaper, with the same function, parameters and gradients (tests/model/test_lm.py). In 20
         # minutes on Tiny Shakespeare, the embedding's dropout had not helped (bench/HISTORY.md).
+        # Embedding dropout drops whole tokens, so it is a column mask on that product.
         options = {"every_layer": True} if self.skip_head is not None else {}
+        embedding = drop_token_rows(self.embed.weight, self.config.embed_dropout, self.training)
         if self.uses_one_hot_input(tokens):
             one_hot = F.one_hot(tokens, self.config.vocab_size).to(self.embed.weight.dtype)
-            out, state = self.rnn(one_hot, state, weight_ih_l0=self.rnn.weight_ih_l0 @ self.embed.weight.t(),
-                                  **options)
+            out, state = self.rnn(one_hot, state, weight_ih_l0=self.rnn.weight_ih_l0 @ embedding.t(), **options)
         else:
-            out, state = self.rnn(self.embed(tokens), state, **options)
+            out, state = self.rnn(F.embedding(tokens, embedding), state, **options)
         return self.logits(out), state
 
     def logits(self, out) -> torch.Tensor:
@@ -112,11 +122,16 @@ class CharLM(nn.Module):
         return (isinstance(self.rnn, FusedLayers) and tokens.device.type == "cpu" and vocab < hidden
                 and tokens.numel() * (hidden - vocab) > 2 * hidden * vocab)
 
-    def set_dropout(self, p: float) -> None:
-        """Change the dropout rate everywhere it applies (fine-tuning, or chosen after a few steps)."""
-        self.config.dropout = p
-        self.drop.p = p
-        self.rnn.dropout = p if self.config.layers > 1 else 0.0
+    def regularize(self, **settings) -> None:
+        """Change any of ``dropout``, ``weight_drop``, ``locked_dropout`` and ``embed_dropout`` (fine-tuning,
+        or chosen after a few timed steps) in the config and everywhere each applies."""
+        for name, value in settings.items():
+            assert name in REGULARIZATION, name
+            setattr(self.config, name, value)
+        c = self.config
+        self.drop.p, self.drop.locked = c.dropout, c.locked_dropout
+        self.rnn.dropout = c.dropout if c.layers > 1 else 0.0
+        self.rnn.weight_drop, self.rnn.locked = c.weight_drop, c.locked_dropout
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -14,7 +14,7 @@ from ..devices import PRECISIONS
 from ..errors import ChargenError
 from ..limits import (MAX_DROPOUT, MAX_EPOCHS, MAX_HIDDEN, MAX_LAYERS, MAX_LR, MAX_PREVIEW_LENGTH, MAX_SECONDS,
                       MAX_STEPS, MAX_WHOLE, MIN_SENTENCEPIECE_VOCAB, check_seed)
-from ..model import CELLS, ModelConfig
+from ..model import CELLS, REGULARIZATION, ModelConfig
 from ..text.tokenizers import TOKENIZER_KINDS
 from .auto import (ACCELERATOR_WIDTHS, AUTO_SAVE_EVERY_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_HIDDEN, DEFAULT_SEQ_LEN,
                    DROPOUT_FREE_EPOCHS, EVAL_EVERY_TOKENS, LR_FLAT_EPOCHS, SHORT_SEQ_LEN, SHORT_SEQ_MAX_EPOCHS,
@@ -58,6 +58,13 @@ class TrainConfig:
         "auto", "dropout between layers and on the output: a rate, 0 to disable, or auto to grow it with the number "
         f"of epochs the budget allows (none up to {DROPOUT_FREE_EPOCHS}, {auto_dropout(10):g} at 10, "
         f"{auto_dropout(20):g} at 20)", "auto-float")
+    weight_drop: float = option(
+        0.0, "DropConnect on the hidden-to-hidden weights while training (AWD-LSTM's weight drop): each "
+        "recurrent weight is dropped at this rate, a fresh mask every step; 0 to disable", "float")
+    locked_dropout: bool = option(False, "variational dropout: --dropout draws one mask per sequence and holds it "
+                                  "for all its time steps, instead of a new one per step", "flag")
+    embed_dropout: float = option(0.0, "embedding dropout: drop whole characters (tokens) from the input "
+                                  "embedding while training, at this rate; 0 to disable", "float")
     tie_weights: bool = option(True, "share the input embedding with the output layer", "flag")
     skip_connections: bool = option(True, "feed every layer's output to the output layer, not only the top one's "
                                     "(Graves 2013: lower layers' features reach the prediction directly)", "flag")
@@ -126,7 +133,12 @@ class TrainConfig:
     def model_config(self, vocab_size: int, dropout: float) -> ModelConfig:
         assert self.hidden != "auto", "settle --hidden auto first (plan_shape)"
         return ModelConfig(vocab_size=vocab_size, cell=self.cell, layers=self.layers, hidden=self.hidden,
-                           dropout=dropout, tie_weights=self.tie_weights, skip_connections=self.skip_connections)
+                           tie_weights=self.tie_weights, skip_connections=self.skip_connections,
+                           **{**self.regularization(), "dropout": dropout})
+
+    def regularization(self) -> dict:
+        """The model's training-only settings as given here (``dropout`` may still be auto)."""
+        return {name: getattr(self, name) for name in REGULARIZATION}
 
 
 def need(ok: bool, option: str, value, rule: str) -> None:
@@ -157,6 +169,9 @@ def _check_model(c: TrainConfig) -> None:
          c.vocab_size, f"must be between {MIN_SENTENCEPIECE_VOCAB} and {MAX_WHOLE}")
     need(c.dropout == "auto" or (finite(c.dropout) and 0 <= c.dropout < MAX_DROPOUT), "dropout", c.dropout,
          f"must be auto or a number in [0, {MAX_DROPOUT:g})")
+    for name in ("weight_drop", "embed_dropout"):
+        value = getattr(c, name)
+        need(finite(value) and 0 <= value < MAX_DROPOUT, name, value, f"must be a number in [0, {MAX_DROPOUT:g})")
     need(c.normalize is None or c.normalize in NORMALIZE_FORMS, "normalize", c.normalize,
          f"choose {' or '.join(NORMALIZE_FORMS)}")
 

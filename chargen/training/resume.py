@@ -65,7 +65,8 @@ def config_for_resume(config: TrainConfig, resumed: Checkpoint, resume: str) -> 
     if not isinstance(saved, dict):
         raise ChargenError(f"{resume}: checkpoint has no training state to resume (is it a 'last' checkpoint?)")
     known = {f.name for f in fields(TrainConfig)}
-    saved = {"skip_connections": False, **saved}  # runs from before the option had none
+    # Runs from before these options trained without them, whatever today's defaults are.
+    saved = {"skip_connections": False, "weight_drop": 0.0, "locked_dropout": False, "embed_dropout": 0.0, **saved}
     try:
         merged = TrainConfig(**{k: v for k, v in saved.items() if k in known}).validate()
     except ChargenError as exc:

@@ -175,7 +175,7 @@ class Trainer:
             self.model = resumed.model
         elif init:
             self.model = grow_vocab(init.model, self.tokenizer.vocab_size) if config.extend_vocab else init.model
-            self.model.set_dropout(self._initial("dropout"))
+            self.model.regularize(**{**config.regularization(), "dropout": self._initial("dropout")})
         else:
             self.model = CharLM(config.model_config(self.tokenizer.vocab_size, self._initial("dropout")))
         self.model.to(self.device).train()
@@ -240,7 +240,7 @@ class Trainer:
                                 eval_cost)
         chosen = {name: rule(epochs) if getattr(c, name) == "auto" else None for name, rule in AUTO_RULES.items()}
         if chosen["dropout"] is not None:
-            self.model.set_dropout(chosen["dropout"])
+            self.model.regularize(dropout=chosen["dropout"])
         if chosen["weight_decay"] is not None:
             self.optimizer.param_groups[0]["weight_decay"] = chosen["weight_decay"]  # group 0: the matrices
         if chosen["lr"] is not None:

@@ -56,26 +56,34 @@ def test_skip_connections_add_every_lower_layer_to_the_logits(cell):
     assert model.num_parameters() == plain.num_parameters() + 11 * 16
 
 
-@pytest.mark.parametrize("cell,layer_count,rate", [("lstm", 2, 0.0), ("lstm", 1, 0.0), ("gru", 2, 0.0),
-                                                   ("rnn", 2, 0.0), ("lstm", 3, 0.3)])
-def test_one_hot_input_path_is_the_same_model_with_the_same_gradients(cell, layer_count, rate, monkeypatch):
+@pytest.mark.parametrize("cell,layer_count,rate,embed_rate", [
+    ("lstm", 2, 0.0, 0.0), ("lstm", 1, 0.0, 0.0), ("gru", 2, 0.0, 0.0), ("rnn", 2, 0.0, 0.0), ("lstm", 3, 0.3, 0.0),
+    ("lstm", 2, 0.0, 0.3)])
+def test_one_hot_input_path_is_the_same_model_with_the_same_gradients(cell, layer_count, rate, embed_rate,
+                                                                      monkeypatch):
     # For a vocabulary narrower than the hidden size, training feeds one-hot ids through W_ih·Eᵀ
     # instead of embedding them: the logits, the carried state and every gradient must not change,
-    # also layer by layer (dropout between layers, its masks made to keep every unit here).
+    # also layer by layer (dropout between layers, its masks made to keep every unit here), and
+    # with embedding dropout (the same tokens dropped: a column mask on the product).
     torch.manual_seed(0)
-    monkeypatch.setattr(layers, "dropout", lambda x, p, training: x)
-    model = CharLM(ModelConfig(vocab_size=20, cell=cell, layers=layer_count, hidden=64, dropout=rate))
+    monkeypatch.setattr(layers, "dropout", lambda x, p, training, locked=False: x)
+    model = CharLM(ModelConfig(vocab_size=20, cell=cell, layers=layer_count, hidden=64, dropout=rate,
+                               embed_dropout=embed_rate))
     tokens = torch.randint(20, (4, 30))
     assert model.uses_one_hot_input(tokens) and not model.uses_one_hot_input(tokens[:1, :1])  # not when sampling
     results = {}
     for one_hot in (True, False):
         monkeypatch.setattr(model, "uses_one_hot_input", lambda _tokens: one_hot)
         model.zero_grad()
+        torch.manual_seed(7)
         logits, state = model(tokens[:, :20])
         more, _ = model(tokens[:, 20:], state)
         (logits.square().mean() + more.mean()).backward()
         results[one_hot] = logits, state, more, [p.grad.clone() for p in model.parameters()]
     torch.testing.assert_close(results[True], results[False])
+    if embed_rate:
+        torch.manual_seed(7)
+        assert not torch.allclose(model(tokens[:, :20])[0], model.eval()(tokens[:, :20])[0])  # tokens were dropped
 
 
 def test_one_hot_input_path_is_taken_with_dropout_and_left_for_wide_vocabularies():
@@ -106,10 +114,11 @@ def test_a_grown_vocabulary_keeps_what_the_model_says_about_the_old_one(skip_con
     assert grown.head.weight is grown.embed.weight  # still tied
 
 
-def test_set_dropout_changes_every_place_it_applies():
+def test_regularize_changes_every_place_it_applies():
     model = CharLM(ModelConfig(vocab_size=10, layers=2, hidden=16))
-    model.set_dropout(0.3)
+    model.regularize(dropout=0.3, weight_drop=0.2, locked_dropout=True)
     assert model.config.dropout == model.drop.p == model.rnn.dropout == 0.3
+    assert model.config.weight_drop == model.rnn.weight_drop == 0.2 and model.rnn.locked and model.drop.locked
     one_layer = CharLM(ModelConfig(vocab_size=10, layers=1, hidden=16))
-    one_layer.set_dropout(0.3)
+    one_layer.regularize(dropout=0.3)
     assert one_layer.drop.p == 0.3 and one_layer.rnn.dropout == 0.0  # no layer above to drop into

@@ -16,7 +16,7 @@ from chargen.training.auto import auto_dropout, auto_lr, auto_weight_decay
 from chargen.training.resume import corpus_fingerprint
 from tests.conftest import (CHARGEN, CLI_RUN, RUN, TINY_OPTIONS, assert_bit_identical, make_text, spawn_train,
                             subprocess_env, train_until_stopped, wait_for_line)
-from tests.test_checkpoint import as_written_before_skip_connections
+from tests.test_checkpoint import as_written_before
 
 
 @pytest.mark.parametrize("stop_step", [20, 15, 1])  # mid-interval, on an eval step, at once
@@ -42,6 +42,20 @@ def test_resume_crossing_an_epoch_and_with_a_gru(tmp_path):
     train_until_stopped(corpus, tmp_path / "resumed", 17, **options)
     chargen.train(resume=str(tmp_path / "resumed"))
     assert_bit_identical(tmp_path / "straight" / LAST_NAME, tmp_path / "resumed" / LAST_NAME)
+
+
+def test_resume_with_weight_drop_locked_and_embedding_dropout_is_bit_identical(tmp_path):
+    # Every regularizer draws from the RNG that a checkpoint carries; a 2-layer model, so that the
+    # locked masks between layers take part too.
+    options = dict(layers=2, weight_drop=0.3, locked_dropout=True, embed_dropout=0.1)
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(make_text(300), encoding="utf-8")
+    chargen.train(str(corpus), out=str(tmp_path / "straight"), **{**RUN, **options})
+    train_until_stopped(corpus, tmp_path / "resumed", 17, **options)
+    chargen.train(resume=str(tmp_path / "resumed"))
+    assert_bit_identical(tmp_path / "straight" / LAST_NAME, tmp_path / "resumed" / LAST_NAME)
+    config = load_checkpoint(tmp_path / "resumed" / LAST_NAME).model.config
+    assert (config.weight_drop, config.locked_dropout, config.embed_dropout) == (0.3, True, 0.1)
 
 
 def test_resumed_run_appends_metrics_without_duplicating_steps(straight, tiny_corpus, tmp_path):
@@ -116,12 +130,15 @@ def test_a_resumed_run_keeps_the_auto_options_it_chose(tiny_corpus, tmp_path):
     assert resumed.peak_lr == chosen[0].lr != auto_lr(12)
 
 
-def test_a_run_from_before_skip_connections_resumes_without_them(tiny_corpus, tmp_path):
-    options = {**TINY_OPTIONS, "layers": 2, "max_steps": 20, "eval_every": 20}
-    Trainer(TrainConfig(**options, skip_connections=False, out=str(tmp_path / "run")), [str(tiny_corpus)]).run()
-    as_written_before_skip_connections(tmp_path / "run" / "last.safetensors")
+def test_a_run_from_before_skip_connections_and_locked_dropout_resumes_without_them(tiny_corpus, tmp_path):
+    options = {**TINY_OPTIONS, "layers": 2, "max_steps": 20, "eval_every": 20, "dropout": 0.1}
+    Trainer(TrainConfig(**options, skip_connections=False, locked_dropout=False, out=str(tmp_path / "run")),
+            [str(tiny_corpus)]).run()
+    as_written_before(tmp_path / "run" / "last.safetensors",
+                      ("skip_connections", "weight_drop", "locked_dropout", "embed_dropout"))
     resumed = Trainer(TrainConfig(**{**options, "max_steps": 30}), resume=str(tmp_path / "run"))
     assert resumed.model.skip_head is None and resumed.config.skip_connections is False
+    assert resumed.config.locked_dropout is False and not resumed.model.rnn.locked
     resumed.run()
     saved = load_checkpoint(tmp_path / "run" / "last.safetensors", training_state=True)
     assert saved.summary["step"] == 30 and saved.summary["train_config"]["skip_connections"] is False
