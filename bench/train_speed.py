@@ -11,7 +11,9 @@ clipping, ``torch.optim.AdamW`` with its default implementation (chargen's setti
 state carried between steps; under ``torch.autocast`` for bf16. Where chargen is faster than
 1.0x, that is its one-hot input path (``CharLM.forward``: no dropout on the embedding, whose
 product with layer 0's input weight is then 65 wide instead of 512), its cheaper dropout masks
-and the fused AdamW kernel (``chargen.model.layers.dropout``, ``chargen.training.optim.make_optimizer``).
+(drawn from 16-bit slices of random words, and by default one per sequence, not per step:
+``--no-locked-dropout`` times per-step masks as the bare loop draws them) and the fused AdamW
+kernel (``chargen.model.layers.dropout``, ``chargen.training.optim.make_optimizer``).
 
 chargen runs its whole loop: batches cut from the corpus, LR schedule, the NaN guard, metrics
 lines, events and the live dashboard (rendered to a string). Its chars/s is taken from the step
@@ -97,7 +99,8 @@ def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> 
     with dashboard:
         chargen.train(str(corpus), on_event=on_event, out=str(workdir / f"run-{time.monotonic_ns()}"),
                       layers=args.layers, hidden=args.hidden, batch_size=args.batch_size,
-                      seq_len=args.seq_len, dropout=args.dropout, max_steps=total, eval_every=total,
+                      seq_len=args.seq_len, dropout=args.dropout, locked_dropout=args.locked_dropout,
+                      max_steps=total, eval_every=total,
                       val_frac=0.0, preview_length=0, precision=precision, device=args.device, seed=0,
                       compile=args.compile)
     timed = [(step, at) for step, at in stamps if step >= args.warmup]
@@ -137,6 +140,8 @@ def parse_args():
     parser.add_argument("--dropout", type=float, default=0.3,
                         help="dropout of both loops (default 0.3: what auto picks for ~20 epochs, a 20-minute "
                              "Tiny Shakespeare run on a fast machine)")
+    parser.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=True,
+                        help="chargen's dropout masks one per sequence (its default) or, with --no-, per step")
     parser.add_argument("--steps", type=int, default=16, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)

@@ -125,10 +125,11 @@ def info_table(info: dict):
     table.add_column(overflow="fold")
     m = info["model"]
     table.add_row("checkpoint", f"{info['path']} ({info['file_bytes'] / 1e6:.1f} MB)")
+    locked = " (locked)" if m.get("locked_dropout") and m["dropout"] else ""
     extra = "".join(f", {label} {m[key]}" for key, label in (("weight_drop", "weight drop"),
                                                               ("embed_dropout", "embedding dropout")) if m.get(key))
-    table.add_row("model", f"{ModelConfig(**m).shape()}, {'locked ' if m.get('locked_dropout') else ''}dropout "
-                  f"{m['dropout']}{extra}, tied weights {'yes' if m['tie_weights'] else 'no'}, "
+    table.add_row("model", f"{ModelConfig(**m).shape()}, dropout {m['dropout']}{locked}{extra}, "
+                  f"tied weights {'yes' if m['tie_weights'] else 'no'}, "
                   f"skip connections {'yes' if m['skip_connections'] else 'no'}")
     table.add_row("parameters", f"{info['parameters']:,}")
     table.add_row("tokenizer", f"{info['tokenizer']}, vocab {info['vocab_size']}")

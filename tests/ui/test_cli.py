@@ -142,7 +142,7 @@ def test_skip_connections_are_on_by_default_and_can_be_turned_off(tmp_path, cli,
         code, _, err = cli("train", corpus, "--out", tmp_path / name, "--max-steps", "5", *two_layers, *flags)
         assert code == 0, err
         code, out, _ = cli("info", tmp_path / name)
-        assert f"skip connections {'yes' if name == 'on' else 'no'}" in out
+        assert f"skip connections {'yes' if name == 'on' else 'no'}" in " ".join(out.split())  # however it wraps
         assert json.loads(cli("info", tmp_path / name, "--json")[1])["model"]["skip_connections"] is (name == "on")
     with pytest.raises(SystemExit):
         cli("train", "--help")
@@ -180,3 +180,15 @@ def test_cli_second_ctrl_c_aborts_at_once_and_keeps_the_last_checkpoint(tiny_cor
     ckpt = load_checkpoint(run / LAST_NAME, training_state=True)  # loadable, whichever it is
     assert ckpt.summary["step"] >= 40 or (run / LAST_NAME).read_bytes() == before
     assert not list(run.glob(".*.tmp*"))
+
+
+def test_regularization_options_reach_the_model_and_info_shows_them(tmp_path, cli):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(200, seed=4))
+    code, _, err = cli("train", corpus, "--out", tmp_path / "run", "--max-steps", "5", *TINY, "--layers", "2",
+                       "--dropout", "0.2", "--weight-drop", "0.25", "--locked-dropout", "--embed-dropout", "0.1")
+    assert code == 0, err
+    code, out, _ = cli("info", tmp_path / "run")
+    assert "dropout 0.2 (locked), weight drop 0.25, embedding dropout 0.1" in " ".join(out.split())
+    model = json.loads(cli("info", tmp_path / "run", "--json")[1])["model"]
+    assert (model["weight_drop"], model["locked_dropout"], model["embed_dropout"]) == (0.25, True, 0.1)
