@@ -80,6 +80,23 @@ def test_cudnn_finds_the_weights_of_each_call_in_one_buffer(skip_connections):
         model = model.cpu().cuda()
 
 
+def test_weight_drop_and_locked_dropout_train_on_cuda_and_are_off_at_evaluation():
+    torch.manual_seed(0)
+    settings = dict(vocab_size=30, layers=2, hidden=64)
+    model = CharLM(ModelConfig(**settings, dropout=0.3, weight_drop=0.3, locked_dropout=True, embed_dropout=0.1))
+    model = model.cuda().train()
+    tokens = torch.randint(30, (4, 20), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits, _ = model(tokens)  # cuDNN copies the dropped weights: that warning is expected and silenced
+    logits.float().sum().backward()
+    grad = model.rnn.weight_hh_l0.grad
+    assert (grad == 0).float().mean() > 0.1 and grad.abs().sum() > 0  # dropped weights get no gradient
+    plain = CharLM(ModelConfig(**settings)).cuda()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(tokens)[0], plain.eval()(tokens)[0], rtol=0, atol=0)
+
+
 def test_fast_sampler_on_cuda_writes_the_same_text_as_the_plain_forward():
     model = random_model().cuda()
     texts = []
