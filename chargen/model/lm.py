@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import Dropout, FusedLayers, drop_token_rows, PeepholeLSTM, StackedGRU, StackedLSTM, StackedRNN
+from .layers import Dropout, FusedLayers, PeepholeLSTM, StackedGRU, StackedLSTM, StackedRNN, drop_token_rows
 from .state import State
 
 CELLS = ("lstm", "gru", "rnn", "lstm-peephole")

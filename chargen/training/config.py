@@ -61,8 +61,8 @@ class TrainConfig:
     weight_drop: float = option(
         0.0, "DropConnect on the hidden-to-hidden weights while training (AWD-LSTM's weight drop): each "
         "recurrent weight is dropped at this rate, a fresh mask every step; 0 to disable", "float")
-    # On by default: at fixed steps it ended lower than per-step masks in every seed, and its
-    # smaller masks are cheaper to draw (bench/regularization.py; figures in bench/RESULTS.md).
+    # On by default: at fixed steps it ended as low as per-step masks or lower (on average, over three
+    # seeds), and its smaller masks are cheaper to draw (bench/regularization.py, bench/RESULTS.md).
     locked_dropout: bool = option(True, "variational dropout: --dropout draws one mask per sequence and holds it "
                                   "for all its time steps, instead of a new one per step", "flag")
     embed_dropout: float = option(0.0, "embedding dropout: drop whole characters (tokens) from the input "
