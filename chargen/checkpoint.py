@@ -25,7 +25,7 @@ from .version import __version__
 from .errors import ChargenError
 from .fileio import atomic_write_bytes
 from .limits import MAX_DROPOUT, MAX_HIDDEN, MAX_LAYERS, MAX_PARAMETERS, MAX_VOCAB_SIZE
-from .model import CELLS, CharLM, ModelConfig
+from .model import BEFORE_OPTION, CELLS, CharLM, ModelConfig
 from .pretrained import available_names, resolve_name
 from .text.tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -213,7 +213,7 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
         raise ChargenError(f"{path}: checkpoint metadata lacks the model config")
 
     def field_of(name, kind, low=None, high=None, high_included=True):
-        value = data.get(name)
+        value = data.get(name, BEFORE_OPTION.get(name))
         ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
         if ok and isinstance(value, float):
             ok = math.isfinite(value)
@@ -232,14 +232,11 @@ def _validate_model_config(data, path: Path) -> ModelConfig:
         hidden=field_of("hidden", int, 1, MAX_HIDDEN),
         dropout=float(field_of("dropout", (int, float), 0, MAX_DROPOUT, high_included=False)),
         tie_weights=field_of("tie_weights", bool),
-        # Checkpoints written before skip connections existed have none.
-        skip_connections=field_of("skip_connections", bool) if "skip_connections" in data else False,
-        # Checkpoints written before these training-only settings existed trained without them.
-        weight_drop=float(field_of("weight_drop", (int, float), 0, MAX_DROPOUT, high_included=False))
-        if "weight_drop" in data else 0.0,
-        locked_dropout=field_of("locked_dropout", bool) if "locked_dropout" in data else False,
-        embed_dropout=float(field_of("embed_dropout", (int, float), 0, MAX_DROPOUT, high_included=False))
-        if "embed_dropout" in data else 0.0,
+        # A checkpoint written before an option existed was trained without it (BEFORE_OPTION).
+        skip_connections=field_of("skip_connections", bool),
+        weight_drop=float(field_of("weight_drop", (int, float), 0, MAX_DROPOUT, high_included=False)),
+        locked_dropout=field_of("locked_dropout", bool),
+        embed_dropout=float(field_of("embed_dropout", (int, float), 0, MAX_DROPOUT, high_included=False)),
     )
     if config.cell not in CELLS:
         raise ChargenError(f"{path}: model config 'cell' is {config.cell!r}, expected one of {', '.join(CELLS)}")

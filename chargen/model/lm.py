@@ -14,6 +14,8 @@ from .state import State
 CELLS = ("lstm", "gru", "rnn", "lstm-peephole")
 # The ModelConfig fields that act only while training, and may change between runs of one model.
 REGULARIZATION = ("dropout", "weight_drop", "locked_dropout", "embed_dropout")
+# What a checkpoint or run written before each of these options existed was trained with.
+BEFORE_OPTION = {"skip_connections": False, "weight_drop": 0.0, "locked_dropout": False, "embed_dropout": 0.0}
 
 
 @dataclass

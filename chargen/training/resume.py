@@ -18,7 +18,7 @@ import torch
 from ..checkpoint import LAST_NAME, Checkpoint, load_checkpoint
 from ..errors import ChargenError
 from ..limits import MAX_LR
-from ..model import ModelConfig, State
+from ..model import BEFORE_OPTION, ModelConfig, State
 from .config import RESUME_OVERRIDABLE, TrainConfig, flag_name
 
 
@@ -65,8 +65,7 @@ def config_for_resume(config: TrainConfig, resumed: Checkpoint, resume: str) -> 
     if not isinstance(saved, dict):
         raise ChargenError(f"{resume}: checkpoint has no training state to resume (is it a 'last' checkpoint?)")
     known = {f.name for f in fields(TrainConfig)}
-    # Runs from before these options trained without them, whatever today's defaults are.
-    saved = {"skip_connections": False, "weight_drop": 0.0, "locked_dropout": False, "embed_dropout": 0.0, **saved}
+    saved = {**BEFORE_OPTION, **saved}  # runs from before an option trained without it, whatever today's default
     try:
         merged = TrainConfig(**{k: v for k, v in saved.items() if k in known}).validate()
     except ChargenError as exc:
