@@ -18,6 +18,7 @@ MAX_VOCAB_SIZE = 1 << 21  # more ids than Unicode has code points means a corrup
 MIN_SENTENCEPIECE_VOCAB = 300
 MAX_PARAMETERS = 4 << 30  # refuse configs that would allocate absurd amounts of memory
 MAX_DROPOUT = 1.0  # exclusive: a rate of 1 drops everything
+MAX_ACTIVATION_PENALTY = 100.0  # --ar, --tar: far beyond any useful weight (AWD-LSTM: 2 and 1); catches typos
 MAX_LR = 10.0
 # The training budget. Bigger budgets are typos, not plans; they would also overflow the step
 # and epoch counters.

@@ -149,6 +149,7 @@ def files(tiny_run, tmp_path_factory) -> dict[str, Path]:
     f["r_rng"] = rn("rng", tensor_edit=lambda ts: ts.__setitem__("rng.torch", torch.zeros(5, dtype=torch.uint8)))
     f["r_train_config"] = rn("train_config", meta_edit=_set("summary.train_config.seq_len", -4))
     f["r_train_config_auto"] = rn("train_config_auto", meta_edit=_set("summary.train_config.hidden", "auto"))
+    f["r_ar"] = rn("ar", meta_edit=_set("summary.ar", float("nan")))
     f["r_groups"] = rn("groups", meta_edit=_set("summary.optimizer_param_groups", [{"lr": 1}]))
     f["r_no_optim"] = rn("no_optim", tensor_edit=lambda ts: [ts.pop(k) for k in list(ts) if k.startswith("optim.")])
     f["r_corpus_gone"] = rn("corpus_gone", meta_edit=_set("summary.corpus", [str(d / "deleted.txt")]))
@@ -210,6 +211,10 @@ CASES = [
         ("weight-drop", "1", "--weight-drop 1.0: must be a number in [0, 1)"),
         ("embed-dropout", "-0.5", "--embed-dropout -0.5: must be a number in [0, 1)"),
         ("embed-dropout", "nan", "--embed-dropout nan: must be a number in [0, 1)"),
+        ("ar", "-1", "--ar -1.0: must be auto or a number from 0 to 100"),
+        ("tar", "nan", "--tar nan: must be auto or a number from 0 to 100"),
+        ("tar", "1e9", "--tar 1000000000.0: must be auto or a number from 0 to 100"),
+        ("ar", "some", "invalid ar 'some': use auto or a number such as 2"),
         ("lr", "0", "--lr 0.0: must be auto or a number in (0, 10]"),
         ("lr", "-1", "--lr -1.0: must be auto or a number in (0, 10]"),
         ("lr", "fast", "invalid lr 'fast': use auto or a number such as 5e-3"),
@@ -292,6 +297,7 @@ CASES = [
     ("resume, train config", "train --resume {runs}/train_config", "the saved training config is invalid (--seq-len -4"),
     ("resume, train config auto", "train --resume {runs}/train_config_auto",
      "the saved training config is invalid (hidden and seq_len must be numbers)"),
+    ("resume, chosen ar", "train --resume {runs}/ar", "its activation penalty (ar) is missing or invalid"),
     ("resume, param groups", "train --resume {runs}/groups", "optimizer settings do not match the model"),
     ("resume, no optimizer", "train --resume {runs}/no_optim", "has no optimizer state"),
     # -- checkpoints, through sample (info and eval share the loader)

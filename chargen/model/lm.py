@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,14 @@ CELLS = ("lstm", "gru", "rnn", "lstm-peephole")
 REGULARIZATION = ("dropout", "weight_drop", "locked_dropout", "embed_dropout")
 # What a checkpoint or run written before each of these options existed was trained with.
 BEFORE_OPTION = {"skip_connections": False, "weight_drop": 0.0, "locked_dropout": False, "embed_dropout": 0.0}
+
+
+class TopOutput(NamedTuple):
+    """The top layer's output ``[batch, time, hidden]``, as it leaves the layer and as the head
+    reads it (after dropout)."""
+
+    raw: torch.Tensor
+    dropped: torch.Tensor
 
 
 @dataclass
@@ -90,7 +99,9 @@ class CharLM(nn.Module):
                 getattr(self.rnn, f"bias_ih_l{layer}").data[hidden:2 * hidden].fill_(1.0)
                 getattr(self.rnn, f"bias_hh_l{layer}").data[hidden:2 * hidden].fill_(0.0)
 
-    def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+    def forward(self, tokens: torch.Tensor, state: State = None, with_top: bool = False):
+        """``(logits, state)``; with ``with_top`` also the top layer's output as ``TopOutput``
+        (what training's activation penalties act on)."""
         # Dropout acts on every layer's output (between layers and before the head), not on the
         # embedding: that leaves embedding then layer 0's input weight one linear map of the
         # token's one-hot vector, W_ih·Eᵀ [4·hidden, vocab]. For a vocabulary narrower than the
@@ -105,16 +116,21 @@ class CharLM(nn.Module):
             out, state = self.rnn(one_hot, state, weight_ih_l0=self.rnn.weight_ih_l0 @ embedding.t(), **options)
         else:
             out, state = self.rnn(F.embedding(tokens, embedding), state, **options)
-        return self.logits(out), state
+        logits, top = self._head(out)
+        return (logits, state, top) if with_top else (logits, state)
 
     def logits(self, out) -> torch.Tensor:
         """Next-token logits from the recurrent output: the top layer's (a tensor), or with skip
         connections every layer's (a list, lowest first, as ``rnn(..., every_layer=True)`` gives)."""
-        if self.skip_head is None:
-            return self.head(self.drop(out))
-        *lower, top = out
-        lower = lower[0] if len(lower) == 1 else torch.cat(lower, dim=-1)
-        return self.head(self.drop(top)) + self.skip_head(lower)
+        return self._head(out)[0]
+
+    def _head(self, out) -> tuple[torch.Tensor, TopOutput]:
+        top, lower = (out, None) if self.skip_head is None else (out[-1], out[:-1])
+        dropped = self.drop(top)
+        logits = self.head(dropped)
+        if lower is not None:
+            logits = logits + self.skip_head(lower[0] if len(lower) == 1 else torch.cat(lower, dim=-1))
+        return logits, TopOutput(top, dropped)
 
     def uses_one_hot_input(self, tokens: torch.Tensor) -> bool:
         """Whether :meth:`forward` takes the one-hot path: on the CPU, for a vocabulary narrower

@@ -31,6 +31,13 @@ WD_FLAT_EPOCHS, WD_BASE, WD_PER_DOUBLING, MAX_AUTO_WD = 5, 0.3, 0.15, 1.0
 # A longer run can afford larger steps before its schedule winds down.
 LR_FLAT_EPOCHS, LR_BASE, LR_TOP = 5, 5e-3, 7e-3
 
+# --ar and --tar auto: AWD-LSTM's activation penalties (training/objective.py) at its weights while a
+# run is short enough to train without dropout, none beyond. In a 5-minute run they lowered the
+# validation loss by ~0.02 at equal time; in a 20-minute run (dropout ~0.33) by nothing, at AR 2 or 6,
+# so a long run does not pay their ~6% of a step; a short one gains more than it loses by them
+# (bench/RESULTS.md, "Training speed").
+AR_SHORT_RUNS, TAR_SHORT_RUNS = 2.0, 1.0
+
 # --hidden and --seq-len auto. Without a time budget: the shape the rules above were tuned on.
 # A --max-time budget can be too short to train that model: a narrower one reads more text in the
 # same time and ends lower, and while the text is read only a few times, shorter windows (more,
@@ -93,10 +100,22 @@ def auto_lr(planned_epochs: float) -> float:
     return round(LR_BASE + (LR_TOP - LR_BASE) * min(math.log2(planned_epochs / LR_FLAT_EPOCHS), 1.0), 5)
 
 
+def auto_ar(planned_epochs: float) -> float:
+    """The activation penalty (--ar) for a run that will read its training text ``planned_epochs`` times."""
+    return AR_SHORT_RUNS if planned_epochs <= DROPOUT_FREE_EPOCHS else 0.0
+
+
+def auto_tar(planned_epochs: float) -> float:
+    """The temporal activation penalty (--tar), likewise."""
+    return TAR_SHORT_RUNS if planned_epochs <= DROPOUT_FREE_EPOCHS else 0.0
+
+
 # Options that may be given as "auto", and the rule that settles each from the planned epochs.
-AUTO_RULES = {"dropout": auto_dropout, "weight_decay": auto_weight_decay, "lr": auto_lr}
+AUTO_RULES = {"dropout": auto_dropout, "weight_decay": auto_weight_decay, "lr": auto_lr, "ar": auto_ar,
+              "tar": auto_tar}
 # What an auto option is while a time budget's steps are being timed (the lr warms up towards it).
-AUTO_WHILE_TIMING = {"dropout": 0.0, "weight_decay": auto_weight_decay(0), "lr": auto_lr(0)}
+AUTO_WHILE_TIMING = {"dropout": 0.0, "weight_decay": auto_weight_decay(0), "lr": auto_lr(0), "ar": auto_ar(0),
+                     "tar": auto_tar(0)}
 
 
 def initial_value(option: str, value, total_steps: int | None, timed: bool, steps_per_epoch: int) -> float:

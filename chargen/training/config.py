@@ -12,16 +12,19 @@ from dataclasses import dataclass, field
 
 from ..devices import PRECISIONS
 from ..errors import ChargenError
-from ..limits import (MAX_DROPOUT, MAX_EPOCHS, MAX_HIDDEN, MAX_LAYERS, MAX_LR, MAX_PREVIEW_LENGTH, MAX_SECONDS,
-                      MAX_STEPS, MAX_WHOLE, MIN_SENTENCEPIECE_VOCAB, check_seed)
+from ..limits import (MAX_ACTIVATION_PENALTY, MAX_DROPOUT, MAX_EPOCHS, MAX_HIDDEN, MAX_LAYERS, MAX_LR,
+                      MAX_PREVIEW_LENGTH, MAX_SECONDS, MAX_STEPS, MAX_WHOLE, MIN_SENTENCEPIECE_VOCAB, check_seed)
+from ..model import BEFORE_OPTION as MODEL_BEFORE_OPTION
 from ..model import CELLS, REGULARIZATION, ModelConfig
 from ..text.tokenizers import TOKENIZER_KINDS
-from .auto import (ACCELERATOR_WIDTHS, AUTO_SAVE_EVERY_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_HIDDEN, DEFAULT_SEQ_LEN,
-                   DROPOUT_FREE_EPOCHS, EVAL_EVERY_TOKENS, LR_FLAT_EPOCHS, SHORT_SEQ_LEN, SHORT_SEQ_MAX_EPOCHS,
-                   WD_FLAT_EPOCHS, WIDTHS, auto_dropout, auto_lr, auto_weight_decay)
+from .auto import (ACCELERATOR_WIDTHS, AUTO_SAVE_EVERY_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS,
+                   DEFAULT_HIDDEN, DEFAULT_SEQ_LEN, DROPOUT_FREE_EPOCHS, EVAL_EVERY_TOKENS, LR_FLAT_EPOCHS, SHORT_SEQ_LEN, SHORT_SEQ_MAX_EPOCHS,
+                   WD_FLAT_EPOCHS, WIDTHS, auto_ar, auto_dropout, auto_lr, auto_tar, auto_weight_decay)
 from .saving import valid_save_every
 
 SCHEDULES = ("cosine", "linear")
+# What a run saved before each of these options existed trained with (resume keeps it so).
+BEFORE_OPTION = {**MODEL_BEFORE_OPTION, "ar": 0.0, "tar": 0.0}
 NORMALIZE_FORMS = ("NFC", "NFKC")
 # Options that may differ when resuming: the budget and how the run is watched or executed.
 # Everything else (model, data, optimizer settings) is the run's own and must stay as saved.
@@ -67,6 +70,14 @@ class TrainConfig:
                                   "for all its time steps, instead of a new one per step", "flag")
     embed_dropout: float = option(0.0, "embedding dropout: drop whole characters (tokens) from the input "
                                   "embedding while training, at this rate; 0 to disable", "float")
+    ar: float | str = option(
+        "auto", "activation regularization (Merity et al. 2017): add this times the mean square of the top "
+        f"layer's output (after dropout) to the loss; 0 to disable, or auto: {auto_ar(0):g} while the budget "
+        f"reads the text at most {DROPOUT_FREE_EPOCHS} times (where it trains without dropout), else 0", "auto-float")
+    tar: float | str = option(
+        "auto", "temporal activation regularization: add this times the mean square of the change in the top "
+        f"layer's output from one step to the next; 0 to disable, or auto: {auto_tar(0):g} as --ar, else 0",
+        "auto-float")
     tie_weights: bool = option(True, "share the input embedding with the output layer", "flag")
     skip_connections: bool = option(True, "feed every layer's output to the output layer, not only the top one's "
                                     "(Graves 2013: lower layers' features reach the prediction directly)", "flag")
@@ -174,6 +185,10 @@ def _check_model(c: TrainConfig) -> None:
     for name in ("weight_drop", "embed_dropout"):
         value = getattr(c, name)
         need(finite(value) and 0 <= value < MAX_DROPOUT, name, value, f"must be a number in [0, {MAX_DROPOUT:g})")
+    need(c.ar == "auto" or (finite(c.ar) and 0 <= c.ar <= MAX_ACTIVATION_PENALTY), "ar", c.ar,
+         f"must be auto or a number from 0 to {MAX_ACTIVATION_PENALTY:g}")
+    need(c.tar == "auto" or (finite(c.tar) and 0 <= c.tar <= MAX_ACTIVATION_PENALTY), "tar", c.tar,
+         f"must be auto or a number from 0 to {MAX_ACTIVATION_PENALTY:g}")
     need(c.normalize is None or c.normalize in NORMALIZE_FORMS, "normalize", c.normalize,
          f"choose {' or '.join(NORMALIZE_FORMS)}")
 

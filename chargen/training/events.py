@@ -49,17 +49,20 @@ class StepDone:
 
 @dataclass
 class AutoChosen:
-    """``--dropout``, ``--weight-decay`` and ``--lr auto`` settled from the budget's planned epochs.
-    An option given as a number is None here: it was not chosen."""
+    """``--dropout``, ``--weight-decay``, ``--lr``, ``--ar`` and ``--tar auto`` settled from the budget's
+    planned epochs. An option given as a number is None here: it was not chosen."""
     step: int
     planned_epochs: float
     dropout: float | None
     weight_decay: float | None
     lr: float | None
+    ar: float | None = None
+    tar: float | None = None
 
     def describe(self) -> str:
-        """What was chosen, e.g. ``dropout 0.3, weight decay 0.6, lr 0.007``."""
-        chosen = {"dropout": self.dropout, "weight decay": self.weight_decay, "lr": self.lr}
+        """What was chosen, e.g. ``dropout 0, weight decay 0.35, lr 0.0057, ar 2, tar 1``."""
+        chosen = {"dropout": self.dropout, "weight decay": self.weight_decay, "lr": self.lr, "ar": self.ar,
+                  "tar": self.tar}
         return ", ".join(f"{name} {value:g}" for name, value in chosen.items() if value is not None)
 
 

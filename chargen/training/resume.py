@@ -17,9 +17,9 @@ import torch
 
 from ..checkpoint import LAST_NAME, Checkpoint, load_checkpoint
 from ..errors import ChargenError
-from ..limits import MAX_LR
-from ..model import BEFORE_OPTION, ModelConfig, State
-from .config import RESUME_OVERRIDABLE, TrainConfig, flag_name
+from ..limits import MAX_ACTIVATION_PENALTY, MAX_LR
+from ..model import ModelConfig, State
+from .config import BEFORE_OPTION, RESUME_OVERRIDABLE, TrainConfig, flag_name
 
 
 def load_resumable(resume: str | os.PathLike) -> Checkpoint:
@@ -113,6 +113,14 @@ def saved_peak_lr(resumed: Checkpoint) -> float:
     if not isinstance(peak_lr, (int, float)) or not 0 < peak_lr <= MAX_LR:
         raise altered(resumed.path, "its peak learning rate is missing or invalid")
     return float(peak_lr)
+
+
+def saved_penalty(resumed: Checkpoint, name: str) -> float:
+    """The activation penalty (``ar`` or ``tar``) a run with ``--ar``/``--tar auto`` chose: a resumed run keeps it."""
+    value = resumed.summary.get(name)
+    if not isinstance(value, (int, float)) or not 0 <= value <= MAX_ACTIVATION_PENALTY:
+        raise altered(resumed.path, f"its activation penalty ({name}) is missing or invalid")
+    return float(value)
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, resumed: Checkpoint) -> None:

@@ -16,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..checkpoint import BEST_NAME, LAST_NAME, Checkpoint, load_checkpoint, save_checkpoint
 from ..devices import autocast_for, keep_freed_memory, pick_device, resolve_precision, to_device
@@ -35,10 +34,11 @@ from .budget import Budget
 from .config import TrainConfig
 from .guard import StepGuard, sync_interval
 from .events import AutoChosen, CheckpointSaved, EvalDone, Event, RunFinished, RunStarted, StepDone, TrainingInterrupted
+from .objective import training_loss
 from .optim import check_model_fits, lr_at, make_optimizer
 from .probe import Probe
 from .resume import (check_same_corpus, config_for_resume, corpus_fingerprint, load_resumable, recorded_corpus,
-                     restore_optimizer, restore_rng, saved_peak_lr, saved_rnn_state, training_state)
+                     restore_optimizer, restore_rng, saved_peak_lr, saved_penalty, saved_rnn_state, training_state)
 from .rundir import MetricsLog, check_writable, create_run_dir, lock_run_dir, make_run_dir
 from .saving import save_due
 from .stopping import StopRequest
@@ -180,6 +180,7 @@ class Trainer:
             self.model = CharLM(config.model_config(self.tokenizer.vocab_size, self._initial("dropout")))
         self.model.to(self.device).train()
         self.peak_lr = self._initial("lr")
+        self.ar, self.tar = self._initial("ar"), self._initial("tar")
         self.optimizer = make_optimizer(self.model, self._initial("weight_decay"), self.peak_lr)
         train_model = self.dist.wrap_model(self.model, self.device)  # DDP under torchrun
         self.step_fn = torch.compile(train_model) if config.compile else train_model
@@ -197,6 +198,8 @@ class Trainer:
         self.elapsed_before = float(summary.get("elapsed", 0.0))
         if self.config.lr == "auto":  # keep the rate this run chose
             self.peak_lr = saved_peak_lr(resumed)
+        self.ar, self.tar = (saved_penalty(resumed, name) if getattr(self.config, name) == "auto"
+                             else getattr(self, name) for name in ("ar", "tar"))
         self.skipped_steps = summary.get("skipped_steps", 0)
         self.best_val_loss = summary.get("best_val_loss")
         restore_optimizer(self.optimizer, resumed)
@@ -245,6 +248,7 @@ class Trainer:
             self.optimizer.param_groups[0]["weight_decay"] = chosen["weight_decay"]  # group 0: the matrices
         if chosen["lr"] is not None:
             self.peak_lr = chosen["lr"]
+        self.ar, self.tar = (getattr(self, name) if chosen[name] is None else chosen[name] for name in ("ar", "tar"))
         self.auto_step = None
         self._log_metrics(step=self.step, planned_epochs=round(epochs, 2),
                           **{name: value for name, value in chosen.items() if value is not None})
@@ -335,10 +339,10 @@ class Trainer:
             self.state = None  # a new epoch starts the streams over: nothing to carry
         x, y = (to_device(t, self.device) for t in self.batches[self.step])
         with self.autocast():
-            logits, state = self.step_fn(x, self.state)
-        loss = F.cross_entropy(logits.float().view(-1, self.model.config.vocab_size), y.reshape(-1))
+            logits, state, top = self.step_fn(x, self.state, with_top=True)
+        loss, objective = training_loss(logits, y, top, self.ar, self.tar)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         # The norm before clipping is what tells you training is unstable: log that one.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         loss = self.dist.mean(loss.detach())  # the whole batch's loss, the same on every rank
@@ -419,6 +423,7 @@ class Trainer:
             "corpus_fingerprint": self.corpus_fingerprint,
             "train_config": asdict(self.config),
             "peak_lr": self.peak_lr,  # --lr, or what auto chose
+            "ar": self.ar, "tar": self.tar,  # likewise
             "precision": self.precision,
             "saved_at": datetime.now().isoformat(timespec="seconds"),
         }

@@ -145,7 +145,7 @@ def info_table(info: dict):
     if cfg:
         used = {**cfg, **{k: info[k] for k in ("lr", "weight_decay") if info[k] is not None}}
         table.add_row("training", ", ".join(f"{k}={used[k]}" for k in ("seq_len", "batch_size", "lr", "weight_decay",
-                                                                       "grad_clip", "seed") if k in used))
+                                                                       "ar", "tar", "grad_clip", "seed") if k in used))
     return table
 
 

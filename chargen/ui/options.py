@@ -78,7 +78,7 @@ def unescape(text: str | None) -> str | None:
 PLAIN_TYPES = {"int": int, "float": float, "str": str, "duration": parse_duration}
 # The example value an auto-able option's error message suggests.
 AUTO_EXAMPLES = {"hidden": "512", "seq_len": "64", "eval_every": "400", "dropout": "0.2", "lr": "5e-3",
-                 "weight_decay": "0.3"}
+                 "weight_decay": "0.3", "ar": "2", "tar": "1"}
 
 
 class StoreGiven(argparse.Action):

@@ -134,7 +134,7 @@ class TensorBoardTracker:
         elif isinstance(event, AutoChosen) and self.writer:
             self.writer.add_text("auto/chosen", f"{event.describe()} (~{event.planned_epochs:.1f} epochs planned)",
                                  event.step)
-            for name in ("dropout", "weight_decay", "lr"):
+            for name in ("dropout", "weight_decay", "lr", "ar", "tar"):
                 if getattr(event, name) is not None:
                     self.writer.add_scalar(f"auto/{name}", getattr(event, name), event.step)
         elif isinstance(event, EvalDone) and self.writer and event.sample:

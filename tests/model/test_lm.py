@@ -122,3 +122,25 @@ def test_regularize_changes_every_place_it_applies():
     one_layer = CharLM(ModelConfig(vocab_size=10, layers=1, hidden=16))
     one_layer.regularize(dropout=0.3)
     assert one_layer.drop.p == 0.3 and one_layer.rnn.dropout == 0.0  # no layer above to drop into
+
+
+@pytest.mark.parametrize("skip_connections", [True, False])
+def test_with_top_returns_the_top_layers_output_beside_the_same_logits(skip_connections):
+    # What --ar and --tar act on: the top layer's output as it leaves the layer, and as the head
+    # reads it (after dropout, which is off at evaluation).
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=11, layers=2, hidden=16, skip_connections=skip_connections)).eval()
+    tokens = torch.randint(11, (3, 9))
+    logits, state = model(tokens)
+    top_logits, top_state, top = model(tokens, with_top=True)
+    torch.testing.assert_close(top_logits, logits, rtol=0, atol=0)
+    outputs, _ = model.rnn(model.embed(tokens), None, every_layer=True) if skip_connections else \
+        model.rnn(model.embed(tokens))
+    torch.testing.assert_close(top.raw, outputs[-1] if skip_connections else outputs)
+    assert top.dropped is not None and torch.equal(top.dropped, top.raw)
+    model.regularize(dropout=0.5)
+    model.train()
+    _, _, top = model(tokens, with_top=True)
+    dropped = top.dropped != 0
+    assert 0 < dropped.float().mean() < 1  # about half the units dropped, the rest scaled up
+    torch.testing.assert_close(top.dropped[dropped], top.raw[dropped] * 2)

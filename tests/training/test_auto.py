@@ -5,7 +5,8 @@ import pytest
 
 from chargen.training.auto import (AUTO_RULES, AUTO_WHILE_TIMING, DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN,
                                    EVAL_COST_PER_TOKEN, EVAL_EVERY_TOKENS, PROBE_EFFICIENCY, SHORT_SEQ_MAX_EPOCHS,
-                                   TOKENS_PER_PARAMETER, WIDTHS, auto_dropout, auto_eval_every, auto_lr,
+                                   DROPOUT_FREE_EPOCHS, TOKENS_PER_PARAMETER, WIDTHS, auto_ar, auto_dropout, auto_eval_every, auto_lr,
+                                   auto_tar,
                                    auto_weight_decay, eval_cost_in_steps, initial_value, plan_shape, planned_epochs)
 
 
@@ -33,8 +34,17 @@ def test_auto_lr_rises_from_5e3_to_7e3_between_5_and_10_epochs():
     assert rates == sorted(rates)
 
 
+def test_the_activation_penalties_are_on_while_a_run_trains_without_dropout():
+    # Measured (bench/HISTORY.md): -0.02 in 5 minutes (~6 epochs, no dropout), nothing in 20 (~24, dropout 0.33).
+    for epochs in (0.5, 3, 6, DROPOUT_FREE_EPOCHS):
+        assert (auto_ar(epochs), auto_tar(epochs)) == (2.0, 1.0) and auto_dropout(epochs) == 0
+    for epochs in (DROPOUT_FREE_EPOCHS + 0.5, 10, 24, 1e6):
+        assert (auto_ar(epochs), auto_tar(epochs)) == (0.0, 0.0) and auto_dropout(epochs) > 0
+
+
 def test_while_a_time_budget_is_timed_the_auto_options_are_those_of_a_short_run():
-    assert AUTO_WHILE_TIMING == {"dropout": 0.0, "weight_decay": auto_weight_decay(0), "lr": auto_lr(0)}
+    assert AUTO_WHILE_TIMING == {"dropout": 0.0, "weight_decay": auto_weight_decay(0), "lr": auto_lr(0),
+                                 "ar": auto_ar(0), "tar": auto_tar(0)}
     assert set(AUTO_RULES) == set(AUTO_WHILE_TIMING)
 
 

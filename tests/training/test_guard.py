@@ -84,9 +84,9 @@ def poison_steps(trainer: Trainer, bad: set[int]) -> None:
     """Make the loss NaN at the given (0-based) steps, as an overflow would."""
     forward = trainer.step_fn
 
-    def step_fn(x, state):
-        logits, state = forward(x, state)
-        return (logits * float("nan") if trainer.step in bad else logits), state
+    def step_fn(x, state, **options):
+        logits, *rest = forward(x, state, **options)
+        return (logits * float("nan") if trainer.step in bad else logits), *rest
 
     trainer.step_fn = step_fn
 

@@ -12,7 +12,7 @@ import pytest
 import chargen
 from chargen.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint
 from chargen.training import AutoChosen, StepDone, TrainConfig, Trainer, TrainingInterrupted
-from chargen.training.auto import auto_dropout, auto_lr, auto_weight_decay
+from chargen.training.auto import auto_ar, auto_dropout, auto_lr, auto_tar, auto_weight_decay
 from chargen.training.resume import corpus_fingerprint
 from tests.conftest import (CHARGEN, CLI_RUN, RUN, TINY_OPTIONS, assert_bit_identical, make_text, spawn_train,
                             subprocess_env, train_until_stopped, wait_for_line)
@@ -128,17 +128,26 @@ def test_a_resumed_run_keeps_the_auto_options_it_chose(tiny_corpus, tmp_path):
     assert resumed.model.drop.p == chosen[0].dropout != auto_dropout(12)
     assert resumed.optimizer.param_groups[0]["weight_decay"] == chosen[0].weight_decay != auto_weight_decay(12)
     assert resumed.peak_lr == chosen[0].lr != auto_lr(12)
+    assert (resumed.ar, resumed.tar) == (chosen[0].ar, chosen[0].tar) == (auto_ar(8), auto_tar(8))
 
 
-def test_a_run_from_before_skip_connections_and_locked_dropout_resumes_without_them(tiny_corpus, tmp_path):
+def test_a_resumed_short_run_keeps_its_activation_penalties(tiny_corpus, tmp_path):
+    options = {**TINY_OPTIONS, "seq_len": 64, "eval_every": 1000, "max_steps": None}
+    Trainer(TrainConfig(**options, epochs=4, out=str(tmp_path / "run")), [str(tiny_corpus)]).run()
+    resumed = Trainer(TrainConfig(**options, epochs=12), resume=str(tmp_path / "run"))
+    assert (resumed.ar, resumed.tar) == (auto_ar(4), auto_tar(4)) != (auto_ar(12), auto_tar(12))
+
+
+def test_a_run_from_before_skip_connections_locked_dropout_and_ar_resumes_without_them(tiny_corpus, tmp_path):
     options = {**TINY_OPTIONS, "layers": 2, "max_steps": 20, "eval_every": 20, "dropout": 0.1}
-    Trainer(TrainConfig(**options, skip_connections=False, locked_dropout=False, out=str(tmp_path / "run")),
-            [str(tiny_corpus)]).run()
+    Trainer(TrainConfig(**options, skip_connections=False, locked_dropout=False, ar=0.0, tar=0.0,
+                        out=str(tmp_path / "run")), [str(tiny_corpus)]).run()
     as_written_before(tmp_path / "run" / "last.safetensors",
-                      ("skip_connections", "weight_drop", "locked_dropout", "embed_dropout"))
+                      ("skip_connections", "weight_drop", "locked_dropout", "embed_dropout", "ar", "tar"))
     resumed = Trainer(TrainConfig(**{**options, "max_steps": 30}), resume=str(tmp_path / "run"))
     assert resumed.model.skip_head is None and resumed.config.skip_connections is False
     assert resumed.config.locked_dropout is False and not resumed.model.rnn.locked
+    assert resumed.config.ar == resumed.config.tar == 0.0 == resumed.ar == resumed.tar
     resumed.run()
     saved = load_checkpoint(tmp_path / "run" / "last.safetensors", training_state=True)
     assert saved.summary["step"] == 30 and saved.summary["train_config"]["skip_connections"] is False

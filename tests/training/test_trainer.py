@@ -10,7 +10,7 @@ import chargen
 from chargen.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint
 from chargen.errors import ChargenError
 from chargen.training import AutoChosen, StepDone, TrainConfig, Trainer
-from chargen.training.auto import EVAL_EVERY_TOKENS, auto_dropout, auto_lr, auto_weight_decay
+from chargen.training.auto import EVAL_EVERY_TOKENS, auto_ar, auto_dropout, auto_lr, auto_tar, auto_weight_decay
 from chargen.training.trainer import MAX_BAD_STEPS_IN_A_ROW
 from tests import faults
 from tests.conftest import RUN, TINY_OPTIONS, make_text
@@ -39,7 +39,7 @@ def test_tiny_model_overfits_tiny_corpus(tmp_path):
     path = tmp_path / "abc.txt"
     path.write_text("abcdefghij" * 400)
     result = chargen.train(str(path), out=str(tmp_path / "run"), layers=1, hidden=32, seq_len=20,
-                           batch_size=8, max_steps=150, eval_every=150, lr=1e-2, dropout=0.0,
+                           batch_size=8, max_steps=150, eval_every=150, lr=1e-2, dropout=0.0, ar=0.0, tar=0.0,
                            warmup_steps=10, preview_length=0, precision="fp32", device="cpu")
     assert result.best_val_loss < 0.05  # a deterministic sequence: near-zero loss
     assert result.step == 150 and result.reason == "max_steps"
@@ -95,10 +95,11 @@ def test_auto_options_follow_a_step_budget_from_the_start(tiny_corpus, tmp_path)
     assert trainer.model.config.dropout == trainer.model.drop.p == auto_dropout(epochs) > 0
     assert trainer.optimizer.param_groups[0]["weight_decay"] == chosen[0].weight_decay == auto_weight_decay(epochs)
     assert trainer.peak_lr == chosen[0].lr == auto_lr(epochs) > 5e-3
+    assert (trainer.ar, trainer.tar) == (chosen[0].ar, chosen[0].tar) == (auto_ar(epochs), auto_tar(epochs)) == (0, 0)
     assert trainer.optimizer.param_groups[1]["weight_decay"] == 0  # biases and the embedding: never
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"step": 0, "planned_epochs": round(epochs, 2), "dropout": chosen[0].dropout,
-            "weight_decay": chosen[0].weight_decay, "lr": chosen[0].lr} in records
+            "weight_decay": chosen[0].weight_decay, "lr": chosen[0].lr, "ar": 0.0, "tar": 0.0} in records
 
 
 def test_auto_options_for_a_time_budget_are_set_after_timing_a_few_steps(tiny_corpus, tmp_path):
@@ -108,16 +109,19 @@ def test_auto_options_for_a_time_budget_are_set_after_timing_a_few_steps(tiny_co
     assert trainer.model.drop.p == chosen[0].dropout > 0
     assert trainer.optimizer.param_groups[0]["weight_decay"] == chosen[0].weight_decay
     assert trainer.peak_lr == chosen[0].lr
+    assert (trainer.ar, trainer.tar) == (chosen[0].ar, chosen[0].tar)
 
 
-def test_explicit_dropout_and_weight_decay_are_kept(tiny_corpus, tmp_path):
-    trainer, chosen = _auto_events(tiny_corpus, tmp_path, max_steps=30, dropout=0.05, weight_decay=0.01, lr=3e-3)
+def test_explicit_dropout_weight_decay_lr_and_ar_are_kept(tiny_corpus, tmp_path):
+    trainer, chosen = _auto_events(tiny_corpus, tmp_path, max_steps=30, dropout=0.05, weight_decay=0.01, lr=3e-3,
+                                   ar=0.5, tar=0.25)
     assert chosen == [] and trainer.model.drop.p == trainer.model.config.dropout == 0.05
     assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.01 and trainer.peak_lr == 3e-3
+    assert (trainer.ar, trainer.tar) == (0.5, 0.25)
 
 
 def test_only_the_auto_option_is_chosen(tiny_corpus, tmp_path):
-    trainer, chosen = _auto_events(tiny_corpus, tmp_path, max_steps=None, epochs=8, dropout=0.05, lr=3e-3)
+    trainer, chosen = _auto_events(tiny_corpus, tmp_path, max_steps=None, epochs=8, dropout=0.05, lr=3e-3, ar=1.0, tar=1.0)
     assert [(e.dropout, e.weight_decay, e.lr) for e in chosen] == [(None, auto_weight_decay(chosen[0].planned_epochs), None)]
     assert trainer.model.drop.p == 0.05
     assert chosen[0].describe() == f"weight decay {chosen[0].weight_decay:g}"
@@ -129,10 +133,10 @@ def _poison(trainer: Trainer, bad_calls: set[int]):
     """Make the forward pass return NaN logits on the given (1-based) calls."""
     real, calls = trainer.step_fn, [0]
 
-    def step_fn(x, state):
+    def step_fn(x, state, **options):
         calls[0] += 1
-        logits, state = real(x, state)
-        return (logits * float("nan") if calls[0] in bad_calls else logits), state
+        logits, *rest = real(x, state, **options)
+        return (logits * float("nan") if calls[0] in bad_calls else logits), *rest
 
     trainer.step_fn = step_fn
 
