@@ -15,7 +15,8 @@ product with layer 0's input weight is then 65 wide instead of 512), its cheaper
 ``--no-locked-dropout`` times per-step masks as the bare loop draws them) and the fused AdamW
 kernel (``chargen.model.layers.dropout``, ``chargen.training.optim.make_optimizer``).
 
-chargen runs its whole loop: batches cut from the corpus, LR schedule, the NaN guard, metrics
+chargen runs its whole loop: batches cut from the corpus, LR schedule, the activation penalties
+when asked (``--ar``/``--tar``: a short run's default, which the bare loop lacks), the NaN guard, metrics
 lines, events and the live dashboard (rendered to a string). Its chars/s is taken from the step
 events, after warm-up steps; the end-of-run checkpoint saves (last and best) are timed apart and
 shown as a share of the time between two evaluations at ``--eval-every auto``. (No validation
@@ -42,6 +43,7 @@ from chargen.ui.dashboard import Dashboard
 from chargen.devices import keep_freed_memory, resolve_precision
 from chargen.training import CheckpointSaved, StepDone
 from chargen.training.auto import EVAL_EVERY_TOKENS
+from chargen.training.auto import AR_SHORT_RUNS, TAR_SHORT_RUNS
 from rich.console import Console
 
 SHAKESPEARE = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
@@ -100,7 +102,7 @@ def chargen_chars_per_sec(args, precision: str, corpus: Path, workdir: Path) -> 
         chargen.train(str(corpus), on_event=on_event, out=str(workdir / f"run-{time.monotonic_ns()}"),
                       layers=args.layers, hidden=args.hidden, batch_size=args.batch_size,
                       seq_len=args.seq_len, dropout=args.dropout, locked_dropout=args.locked_dropout,
-                      max_steps=total, eval_every=total,
+                      ar=args.ar, tar=args.tar, max_steps=total, eval_every=total,
                       val_frac=0.0, preview_length=0, precision=precision, device=args.device, seed=0,
                       compile=args.compile)
     timed = [(step, at) for step, at in stamps if step >= args.warmup]
@@ -142,6 +144,11 @@ def parse_args():
                              "Tiny Shakespeare run on a fast machine)")
     parser.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=True,
                         help="chargen's dropout masks one per sequence (its default) or, with --no-, per step")
+    parser.add_argument("--ar", type=float, default=0.0,
+                        help="chargen's activation penalty (default 0: what --ar auto gives a run with dropout, as "
+                             f"this one; --ar {AR_SHORT_RUNS:g} --tar {TAR_SHORT_RUNS:g} --dropout 0 times a short "
+                             "run's; the bare loop has none)")
+    parser.add_argument("--tar", type=float, default=0.0, help="chargen's temporal activation penalty (default 0)")
     parser.add_argument("--steps", type=int, default=16, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
