@@ -66,8 +66,10 @@ marks = []
 def on_event(event):
     if isinstance(event, StepDone) and event.step in (20, 60):
         marks.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
-config = TrainConfig(hidden=384, seq_len=32, batch_size=32, dropout=0.1, max_steps=60, val_frac=0.0,
-                     eval_every=1000, preview_length=0, device="cpu", precision="fp32", out=sys.argv[3])
+# Without the activation penalties: their temporaries let the heap settle more slowly (a few to ~150
+# faults a step, varying from run to run), noise this comparison of malloc settings does not need.
+config = TrainConfig(hidden=384, seq_len=32, batch_size=32, dropout=0.1, max_steps=60, val_frac=0.0, ar=0.0,
+                     tar=0.0, eval_every=1000, preview_length=0, device="cpu", precision="fp32", out=sys.argv[3])
 Trainer(config, [sys.argv[1]], on_event=on_event).run()
 print((marks[1] - marks[0]) / 40)
 """

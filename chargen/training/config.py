@@ -18,8 +18,9 @@ from ..model import BEFORE_OPTION as MODEL_BEFORE_OPTION
 from ..model import CELLS, REGULARIZATION, ModelConfig
 from ..text.tokenizers import TOKENIZER_KINDS
 from .auto import (ACCELERATOR_WIDTHS, AUTO_SAVE_EVERY_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS,
-                   DEFAULT_HIDDEN, DEFAULT_SEQ_LEN, DROPOUT_FREE_EPOCHS, EVAL_EVERY_TOKENS, LR_FLAT_EPOCHS, SHORT_SEQ_LEN, SHORT_SEQ_MAX_EPOCHS,
-                   WD_FLAT_EPOCHS, WIDTHS, auto_ar, auto_dropout, auto_lr, auto_tar, auto_weight_decay)
+                   DEFAULT_HIDDEN, DEFAULT_SEQ_LEN, DROPOUT_FREE_EPOCHS, EVAL_EVERY_TOKENS, LR_FLAT_EPOCHS,
+                   SHORT_SEQ_LEN, SHORT_SEQ_MAX_EPOCHS, WD_FLAT_EPOCHS, WIDTHS, auto_ar, auto_dropout, auto_lr,
+                   auto_tar, auto_weight_decay)
 from .saving import valid_save_every
 
 SCHEDULES = ("cosine", "linear")
