@@ -94,6 +94,8 @@ def checkpoint_info(path) -> dict:
         "train_config": summary.get("train_config"),
         "lr": summary.get("peak_lr"),  # the peak rate used: --lr, or what auto chose
         "weight_decay": matrices.get("weight_decay"),  # likewise
+        "ar": summary.get("ar"),  # likewise (runs from before --ar/--tar have none)
+        "tar": summary.get("tar"),
         "saved_at": summary.get("saved_at"),
     }
 
@@ -143,7 +145,7 @@ def info_table(info: dict):
         table.add_row("corpus", ", ".join(info["corpus"][:5]) + (" ..." if len(info["corpus"]) > 5 else ""))
     cfg = info["train_config"] or {}
     if cfg:
-        used = {**cfg, **{k: info[k] for k in ("lr", "weight_decay") if info[k] is not None}}
+        used = {**cfg, **{k: info[k] for k in ("lr", "weight_decay", "ar", "tar") if info[k] is not None}}
         table.add_row("training", ", ".join(f"{k}={used[k]}" for k in ("seq_len", "batch_size", "lr", "weight_decay",
                                                                        "ar", "tar", "grad_clip", "seed") if k in used))
     return table

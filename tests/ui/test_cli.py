@@ -52,8 +52,11 @@ def test_train_sample_eval_info_end_to_end(tmp_path, cli):
     assert info["steps"] == 40 and info["model"]["hidden"] == 32 and info["tokenizer"] == "char"
     assert info["vocab_size"] == len(info["vocab"]) and info["best_val_loss"] > 0
     assert info["train_config"]["lr"] == "auto" and 0 < info["lr"] <= 0.01  # what auto chose
+    assert info["train_config"]["ar"] == "auto" and info["ar"] in (0.0, 2.0)  # likewise
     code, out, _ = cli("info", run)
     assert "parameters" in out and "best val loss" in out and f"lr={info['lr']}" in out
+    flat = " ".join(out.split())  # rich folds the table to the terminal's width
+    assert f", ar={info['ar']}, tar={info['tar']}," in flat and "ar=auto" not in flat
     assert "1x32 lstm" in out
 
 
